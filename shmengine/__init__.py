@@ -1,0 +1,1 @@
+"""shmengine: a shared-memory multicore event-processing engine for market data."""

@@ -1,0 +1,327 @@
+"""Every shared-memory format of the engine, in one place.
+
+The C header ``csrc/shmengine.h`` mirrors this module; ``tests/test_layout.py``
+holds the two equal. Change a format here, bump ``LAYOUT_VERSION`` and the
+header together.
+
+Segments (POSIX shared memory, ``/dev/shm/shmengine.NAME.KIND``):
+
+    meta        SEGMENT_HEADER, ENGINE_INFO, symbol names, partition map
+    stats       SEGMENT_HEADER, STATS_HEADER, PROC_STATS rows, latency counts
+    in.W        SPSC ring of EVENT (feed -> worker W)
+    out.W       SPSC ring of RESULT (worker W -> aggregator)
+    snap        SEGMENT_HEADER, SNAP_HEADER, SNAPSHOT rows (one per symbol)
+    bcast       broadcast ring of RESULT (aggregator -> any reader)
+
+Every segment begins with SEGMENT_HEADER: a magic, the layout version, the
+segment kind, its total size and a state that reads READY only once the
+creator has filled it in. Readers refuse anything else.
+
+Prices are int64 fixed point with PRICE_SCALE units per currency unit.
+Positions are monotonic int64 counts of records; a slot is
+``position & (capacity - 1)``.
+"""
+import numpy as np
+
+MAGIC = 0x31454E49474D4853  # b"SHMGINE1" read as little-endian uint64
+LAYOUT_VERSION = 1
+CACHE_LINE = 64
+PAD = 128  # contended cursors sit this far apart (adjacent-line prefetch)
+
+PRICE_SCALE = 10_000  # four decimals, as NASDAQ ITCH 5.0
+MAX_VENUES = 8
+TOP_LEVELS = 5  # consolidated depth levels kept in results and snapshots
+SYMBOL_NAME_LEN = 16
+MAX_SYMBOLS = 10_000
+MAX_WORKERS = 64
+
+# segment kinds
+SEG_META = 1
+SEG_STATS = 2
+SEG_RING = 3
+SEG_SNAP = 4
+SEG_BCAST = 5
+SEGMENT_KIND_NAMES = {SEG_META: "meta", SEG_STATS: "stats", SEG_RING: "ring",
+                      SEG_SNAP: "snap", SEG_BCAST: "bcast"}
+
+# segment states
+STATE_BUILDING = 0
+STATE_READY = 1
+
+# event types: NASDAQ ITCH 5.0 order semantics
+EV_ADD = 1            # new order (A/F): order_id, side, price, qty
+EV_EXECUTE = 2        # execution at the order's price (E): qty executed
+EV_EXECUTE_PRICE = 3  # execution at a given price (C): qty, price; non-printable if FLAG_NON_PRINTABLE
+EV_CANCEL = 4         # partial cancel (X): qty cancelled
+EV_DELETE = 5         # delete (D)
+EV_REPLACE = 6        # replace (U): order_id -> new_order_id, new price and qty, loses priority
+EV_TRADE = 7          # non-displayed trade (P): price, qty, side of the resting order
+EV_CLEAR = 8          # book reset for (symbol, venue)
+EV_WATERMARK = 9      # no event with seq <= this one is still on its way to you
+EV_END = 10           # end of stream: drain and stop
+EVENT_TYPE_NAMES = {EV_ADD: "add", EV_EXECUTE: "execute", EV_EXECUTE_PRICE: "execute_price",
+                    EV_CANCEL: "cancel", EV_DELETE: "delete", EV_REPLACE: "replace",
+                    EV_TRADE: "trade", EV_CLEAR: "clear", EV_WATERMARK: "watermark",
+                    EV_END: "end"}
+
+SIDE_BID = 0
+SIDE_ASK = 1
+
+FLAG_NON_PRINTABLE = 1  # event flag: execution that does not print as a trade
+
+# result kinds
+RES_QUOTE = 1      # top of book (venue or consolidated depth) changed
+RES_TRADE = 2      # a trade printed (last trade changed); quote fields are current too
+RES_CLEAR = 3      # a venue's book was cleared
+RES_WATERMARK = 9  # worker has processed everything up to seq (never broadcast)
+RES_END = 10       # worker drained (never broadcast)
+RESULT_KIND_NAMES = {RES_QUOTE: "quote", RES_TRADE: "trade", RES_CLEAR: "clear",
+                     RES_WATERMARK: "watermark", RES_END: "end"}
+
+# result / snapshot flags
+RFLAG_LOCKED = 1   # consolidated best bid == best ask (on different venues)
+RFLAG_CROSSED = 2  # consolidated best bid > best ask
+
+NO_VENUE = 255
+EMPTY_PRICE = 0    # a side with no order has price 0 and quantity 0
+
+SEGMENT_HEADER = np.dtype([
+    ("magic", "<u8"),
+    ("version", "<u4"),
+    ("kind", "<u4"),
+    ("size", "<u8"),
+    ("state", "<u4"),
+    ("creator_pid", "<u4"),
+    ("created_ns", "<i8"),
+    ("_pad", "u1", 24),
+], align=True)
+assert SEGMENT_HEADER.itemsize == CACHE_LINE
+
+EVENT = np.dtype([
+    ("seq", "<u8"),           # global sequence number, stamped by the feed handler
+    ("exch_ts", "<i8"),       # exchange (source) clock, ns
+    ("recv_ts", "<i8"),       # feed handler receive clock, CLOCK_MONOTONIC ns
+    ("price", "<i8"),         # fixed point, PRICE_SCALE
+    ("order_id", "<u8"),
+    ("new_order_id", "<u8"),  # replace only
+    ("qty", "<u4"),
+    ("symbol", "<u4"),
+    ("venue", "u1"),
+    ("type", "u1"),
+    ("side", "u1"),
+    ("flags", "u1"),
+    ("_pad", "<u4"),
+], align=True)
+assert EVENT.itemsize == 64
+
+RESULT = np.dtype([
+    ("seq", "<u8"),            # seq of the event that caused this result
+    ("exch_ts", "<i8"),
+    ("recv_ts", "<i8"),        # feed receive clock of that event (wall clock)
+    ("proc_ts", "<i8"),        # worker clock when processed (wall clock)
+    ("symbol", "<u4"),
+    ("venue", "u1"),           # venue of the event
+    ("kind", "u1"),
+    ("flags", "u1"),           # RFLAG_*
+    ("event_type", "u1"),
+    ("venue_bid_px", "<i8"),   # the event's venue, after the event
+    ("venue_bid_qty", "<i8"),
+    ("venue_ask_px", "<i8"),
+    ("venue_ask_qty", "<i8"),
+    ("bid_px", "<i8"),         # consolidated best bid / offer (NBBO)
+    ("bid_qty", "<i8"),
+    ("ask_px", "<i8"),
+    ("ask_qty", "<i8"),
+    ("bid_venue", "u1"),       # venue at the best bid (lowest id on ties), NO_VENUE if none
+    ("ask_venue", "u1"),
+    ("_pad0", "u1", 6),
+    ("last_px", "<i8"),
+    ("last_qty", "<i8"),
+    ("volume", "<i8"),         # cumulative printed volume of the symbol
+    ("notional", "<i8"),       # cumulative sum of price * qty (fixed point)
+    ("trades", "<i8"),
+    ("level_bid_px", "<i8", (TOP_LEVELS,)),   # consolidated depth, best first
+    ("level_bid_qty", "<i8", (TOP_LEVELS,)),
+    ("level_ask_px", "<i8", (TOP_LEVELS,)),
+    ("level_ask_qty", "<i8", (TOP_LEVELS,)),
+    ("_pad1", "u1", 8),
+], align=True)
+assert RESULT.itemsize == 320
+
+# Ring segment: SEGMENT_HEADER, then RING_HEADER at offset 64, slots at RING_DATA_OFFSET.
+# Offsets are into the whole segment; each contended cursor owns PAD bytes.
+RING_CAPACITY_OFFSET = 64         # u8, power of two
+RING_SLOT_SIZE_OFFSET = 72        # u8, bytes per record
+RING_POLICY_OFFSET = 80           # u8, POLICY_*
+RING_PRODUCER_OFFSET = 128        # i8 producer (tail) position, written by producer only
+RING_PRODUCER_INTENT_OFFSET = 136  # i8 broadcast only: position the writer is about to reach
+RING_CONSUMER_OFFSET = 256        # i8 consumer (head) position, written by consumer only
+RING_CONSUMER_WAIT_OFFSET = 384   # u4 futex word: 1 while the consumer sleeps or is about to
+RING_PRODUCER_WAIT_OFFSET = 512   # u4 futex word: 1 while the producer waits for space
+RING_DROPS_OFFSET = 640           # i8 records dropped under POLICY_DROP (producer-owned)
+RING_DATA_OFFSET = 768
+
+POLICY_BLOCK = 0
+POLICY_DROP = 1
+
+# int64 indices of the cursors within the header viewed as int64 words
+RING_PRODUCER_WORD = RING_PRODUCER_OFFSET // 8
+RING_PRODUCER_INTENT_WORD = RING_PRODUCER_INTENT_OFFSET // 8
+RING_CONSUMER_WORD = RING_CONSUMER_OFFSET // 8
+RING_DROPS_WORD = RING_DROPS_OFFSET // 8
+# uint32 indices of the futex words within the header viewed as uint32 words
+RING_CONSUMER_WAIT_WORD32 = RING_CONSUMER_WAIT_OFFSET // 4
+RING_PRODUCER_WAIT_WORD32 = RING_PRODUCER_WAIT_OFFSET // 4
+
+SNAPSHOT = np.dtype([
+    ("seqlock", "<u8"),        # odd while the aggregator writes the row
+    ("symbol", "<u4"),
+    ("flags", "u1"),           # RFLAG_*
+    ("bid_venue", "u1"),
+    ("ask_venue", "u1"),
+    ("_pad0", "u1"),
+    ("last_seq", "<u8"),       # seq of the last event that changed this row
+    ("last_exch_ts", "<i8"),
+    ("last_recv_ts", "<i8"),
+    ("publish_ts", "<i8"),     # aggregator clock when the row was written
+    ("updates", "<i8"),
+    ("bid_px", "<i8"),
+    ("bid_qty", "<i8"),
+    ("ask_px", "<i8"),
+    ("ask_qty", "<i8"),
+    ("last_px", "<i8"),
+    ("last_qty", "<i8"),
+    ("last_trade_ts", "<i8"),  # exchange clock of the last trade
+    ("volume", "<i8"),
+    ("notional", "<i8"),
+    ("trades", "<i8"),
+    ("vwap", "<f8"),           # notional / volume / PRICE_SCALE, 0 before the first trade
+    ("level_bid_px", "<i8", (TOP_LEVELS,)),
+    ("level_bid_qty", "<i8", (TOP_LEVELS,)),
+    ("level_ask_px", "<i8", (TOP_LEVELS,)),
+    ("level_ask_qty", "<i8", (TOP_LEVELS,)),
+    ("venue_bid_px", "<i8", (MAX_VENUES,)),
+    ("venue_bid_qty", "<i8", (MAX_VENUES,)),
+    ("venue_ask_px", "<i8", (MAX_VENUES,)),
+    ("venue_ask_qty", "<i8", (MAX_VENUES,)),
+], align=True)
+SNAPSHOT_SIZE = (SNAPSHOT.itemsize + CACHE_LINE - 1) // CACHE_LINE * CACHE_LINE
+SNAPSHOT_ROW = np.dtype({"names": SNAPSHOT.names,
+                         "formats": [SNAPSHOT.fields[n][0] for n in SNAPSHOT.names],
+                         "offsets": [SNAPSHOT.fields[n][1] for n in SNAPSHOT.names],
+                         "itemsize": SNAPSHOT_SIZE}, align=True)
+
+SNAP_HEADER = np.dtype([
+    ("n_symbols", "<u4"),
+    ("n_venues", "<u4"),
+    ("row_size", "<u4"),
+    ("_pad0", "<u4"),
+    ("events", "<i8"),          # events reflected in the table (last merged seq + 1)
+    ("results", "<i8"),         # results merged
+    ("locked", "<i8"),          # symbols currently locked
+    ("crossed", "<i8"),         # symbols currently crossed
+    ("last_seq", "<u8"),
+    ("publish_ts", "<i8"),
+    ("_pad1", "u1", 64),
+], align=True)
+SNAP_HEADER_OFFSET = 64
+SNAP_ROWS_OFFSET = 256
+assert SNAP_HEADER_OFFSET + SNAP_HEADER.itemsize <= SNAP_ROWS_OFFSET
+
+ENGINE_INFO = np.dtype([
+    ("supervisor_pid", "<u4"),
+    ("n_symbols", "<u4"),
+    ("n_venues", "<u4"),
+    ("n_workers", "<u4"),
+    ("ring_capacity", "<u8"),
+    ("bcast_capacity", "<u8"),
+    ("seed", "<u8"),
+    ("supervisor_start", "<u8"),  # /proc start time of the supervisor, to tell pid reuse
+    ("run_state", "<u4"),         # RUN_*
+    ("stop_request", "<u4"),      # set to 1 to ask the engine to drain and stop
+    ("wait", "<u4"),              # WAIT_*
+    ("_pad", "<u4"),
+], align=True)
+META_INFO_OFFSET = 64
+META_NAMES_OFFSET = 256  # n_symbols * SYMBOL_NAME_LEN bytes, NUL padded ASCII
+# then the partition map: n_symbols uint16 worker indices, 8-byte aligned
+
+RUN_STARTING = 0
+RUN_RUNNING = 1
+RUN_DRAINING = 2
+RUN_STOPPED = 3
+RUN_FAILED = 4
+RUN_STATE_NAMES = {RUN_STARTING: "starting", RUN_RUNNING: "running", RUN_DRAINING: "draining",
+                   RUN_STOPPED: "stopped", RUN_FAILED: "failed"}
+
+WAIT_SPIN = 0
+WAIT_ADAPTIVE = 1
+WAIT_NAMES = {WAIT_SPIN: "spin", WAIT_ADAPTIVE: "adaptive"}
+
+# process roles in the stats block
+ROLE_FEED = 1
+ROLE_WORKER = 2
+ROLE_AGGREGATOR = 3
+ROLE_NAMES = {ROLE_FEED: "feed", ROLE_WORKER: "worker", ROLE_AGGREGATOR: "aggregator"}
+
+PROC_STATS = np.dtype([
+    ("pid", "<u4"),
+    ("role", "u1"),
+    ("index", "u1"),
+    ("_pad0", "u1", 2),
+    ("cpu", "<i4"),            # pinned CPU, -1 if not pinned
+    ("state", "<u4"),          # RUN_*
+    ("heartbeat_ns", "<i8"),   # CLOCK_MONOTONIC of the last loop turn
+    ("events", "<i8"),         # records taken in (feed: generated)
+    ("results", "<i8"),        # records put out
+    ("batches", "<i8"),
+    ("waits", "<i8"),          # times the process found nothing to do, or no room
+    ("drops", "<i8"),
+    ("lag", "<i8"),            # records waiting in this process's input ring(s)
+    ("unknown_orders", "<i8"),  # events naming an order the book does not hold
+    ("book_overflows", "<i8"),  # levels or orders beyond the book's capacity
+    ("_pad1", "u1", 40),
+], align=True)
+assert PROC_STATS.itemsize == 128
+
+# Latency histogram of receive -> snapshot published, in ns, HdrHistogram layout
+# (lowest 1, highest HIST_HIGHEST, HIST_DIGITS significant digits).
+HIST_HIGHEST = 10_000_000_000
+HIST_DIGITS = 3
+
+STATS_HEADER = np.dtype([
+    ("n_procs", "<u4"),
+    ("hist_len", "<u4"),
+    ("hist_total", "<i8"),
+    ("_pad", "u1", 48),
+], align=True)
+STATS_HEADER_OFFSET = 64
+STATS_PROCS_OFFSET = 128
+
+
+def names_nbytes(n_symbols):
+    return n_symbols * SYMBOL_NAME_LEN
+
+
+def partition_offset(n_symbols):
+    return META_NAMES_OFFSET + (names_nbytes(n_symbols) + 7) // 8 * 8
+
+
+def meta_size(n_symbols):
+    return partition_offset(n_symbols) + (2 * n_symbols + 7) // 8 * 8
+
+
+def ring_size(capacity, slot_size):
+    return RING_DATA_OFFSET + capacity * slot_size
+
+
+def snap_size(n_symbols):
+    return SNAP_ROWS_OFFSET + n_symbols * SNAPSHOT_SIZE
+
+
+def stats_hist_offset(n_procs):
+    return STATS_PROCS_OFFSET + n_procs * PROC_STATS.itemsize
+
+
+def stats_size(n_procs, hist_len):
+    return stats_hist_offset(n_procs) + 8 * hist_len
