@@ -156,8 +156,10 @@ RING_POLICY_OFFSET = 80           # u8, POLICY_*
 RING_PRODUCER_OFFSET = 128        # i8 producer (tail) position, written by producer only
 RING_PRODUCER_INTENT_OFFSET = 136  # i8 broadcast only: position the writer is about to reach
 RING_CONSUMER_OFFSET = 256        # i8 consumer (head) position, written by consumer only
-RING_CONSUMER_WAIT_OFFSET = 384   # u4 futex word: 1 while the consumer sleeps or is about to
-RING_PRODUCER_WAIT_OFFSET = 512   # u4 futex word: 1 while the producer waits for space
+RING_CONSUMER_WAIT_OFFSET = 384   # u4 flag: 1 while the consumer sleeps or is about to
+RING_CONSUMER_BELL_OFFSET = 388   # u4 futex word the consumer sleeps on (when it reads one ring)
+RING_PRODUCER_WAIT_OFFSET = 512   # u4 flag: 1 while the producer sleeps waiting for room
+RING_PRODUCER_BELL_OFFSET = 516   # u4 futex word the producer sleeps on
 RING_DROPS_OFFSET = 640           # i8 records dropped under POLICY_DROP (producer-owned)
 RING_DATA_OFFSET = 768
 
@@ -171,7 +173,9 @@ RING_CONSUMER_WORD = RING_CONSUMER_OFFSET // 8
 RING_DROPS_WORD = RING_DROPS_OFFSET // 8
 # uint32 indices of the futex words within the header viewed as uint32 words
 RING_CONSUMER_WAIT_WORD32 = RING_CONSUMER_WAIT_OFFSET // 4
+RING_CONSUMER_BELL_WORD32 = RING_CONSUMER_BELL_OFFSET // 4
 RING_PRODUCER_WAIT_WORD32 = RING_PRODUCER_WAIT_OFFSET // 4
+RING_PRODUCER_BELL_WORD32 = RING_PRODUCER_BELL_OFFSET // 4
 
 SNAPSHOT = np.dtype([
     ("seqlock", "<u8"),        # odd while the aggregator writes the row
@@ -280,7 +284,9 @@ PROC_STATS = np.dtype([
     ("lag", "<i8"),            # records waiting in this process's input ring(s)
     ("unknown_orders", "<i8"),  # events naming an order the book does not hold
     ("book_overflows", "<i8"),  # levels or orders beyond the book's capacity
-    ("_pad1", "u1", 40),
+    ("bad_events", "<i8"),      # malformed events, counted and skipped
+    ("bell", "<u4"),            # futex word this process sleeps on when it reads several rings
+    ("_pad1", "u1", 28),
 ], align=True)
 assert PROC_STATS.itemsize == 128
 
