@@ -38,6 +38,7 @@ class Config:
     wait: str = "adaptive"         # spin | adaptive
     seed: int = 1
     save_snapshot: str = ""        # .npy or .parquet file for the final snapshot table
+    linger: bool = False           # after the stream ends, keep serving the final state until stopped
     ring_capacity: int = 1 << 16   # records per feed->worker and worker->aggregator ring
     bcast_capacity: int = 1 << 18  # records in the broadcast ring
     batch: int = 1024              # most records a process moves at once

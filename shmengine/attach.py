@@ -1,0 +1,173 @@
+"""Read-only access to a running engine from any process on the host.
+
+    import shmengine
+    with shmengine.attach("default") as eng:
+        row = eng.snapshot("AAPL")            # one consistent row
+        print(row["bid_px"] / shmengine.PRICE_SCALE)
+        table = eng.table()                    # every row, each consistent
+        for rec in eng.subscribe():            # the broadcast stream, in seq order
+            ...
+
+Every mapping is read-only: a strategy cannot disturb the engine, and the
+engine never waits for a strategy. A subscriber that falls a whole ring
+behind gets ``Lapped`` and resynchronises from ``table()``.
+"""
+import numpy as np
+
+from . import layout as L
+from .broadcast import Lapped
+from .segments import EngineSegments
+from .shm import SegmentError
+from .supervisor import engine_alive
+
+
+class UnknownSymbol(KeyError):
+    def __str__(self):
+        return self.args[0]
+
+
+class Symbols:
+    """Symbol names <-> ids: ``symbols["AAPL"] -> 17``, ``symbols.name(17) -> "AAPL"``."""
+
+    def __init__(self, names):
+        self.names = list(names)
+        self.ids = {n: i for i, n in enumerate(self.names)}
+
+    def __len__(self):
+        return len(self.names)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __contains__(self, name):
+        return name in self.ids
+
+    def __getitem__(self, name):
+        try:
+            return self.ids[name]
+        except KeyError:
+            raise UnknownSymbol(f"unknown symbol {name!r} ({len(self.names)} symbols, "
+                                f"e.g. {', '.join(self.names[:3])})") from None
+
+    def name(self, symbol_id):
+        return self.names[symbol_id]
+
+
+class Subscription:
+    """An iterator over the broadcast stream from the moment of subscribing.
+
+    ``for rec in sub`` yields RESULT records one by one; ``sub.poll()`` returns
+    whatever is new as an array. Both raise ``Lapped`` if the reader fell a
+    whole ring behind; the subscription then continues from the newest record.
+    """
+
+    def __init__(self, engine, reader):
+        self.engine = engine
+        self.reader = reader
+
+    @property
+    def position(self):
+        return self.reader.position
+
+    def poll(self, max_n=4096):
+        return self.reader.poll(max_n)
+
+    def __iter__(self):
+        while True:
+            batch = self.reader.poll()
+            if len(batch) == 0:
+                if not self.engine.running():
+                    return
+                self.engine._idle()
+                continue
+            yield from batch
+
+
+class Engine:
+    """A running engine, attached read-only. Use ``shmengine.attach(name)``."""
+
+    def __init__(self, name):
+        self.segs = EngineSegments.attach(name, writable=False)
+        if not engine_alive(self.segs.info):
+            pid = int(self.segs.info["supervisor_pid"])
+            self.segs.close()
+            raise SegmentError(f"engine {name!r} is not running (its supervisor, pid {pid}, is "
+                               f"gone) but left its segments: run `shmengine cleanup`")
+        self.name = name
+        self.symbols = Symbols(self.segs.symbol_names())
+        self.n_venues = int(self.segs.info["n_venues"])
+        self._sleep = 0.0005
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.segs is not None:
+            self.segs.close()
+            self.segs = None
+
+    def state(self):
+        """'starting', 'running', 'draining', 'stopped' (drained, lingering) or 'failed'."""
+        return L.RUN_STATE_NAMES.get(int(self.segs.info["run_state"]), "?")
+
+    def running(self):
+        """True while events may still arrive."""
+        return int(self.segs.info["run_state"]) in (L.RUN_STARTING, L.RUN_RUNNING,
+                                                     L.RUN_DRAINING) and \
+            engine_alive(self.segs.info)
+
+    def _idle(self):
+        import time
+        time.sleep(self._sleep)
+
+    def _symbol_id(self, symbol):
+        if isinstance(symbol, (int, np.integer)):
+            if not 0 <= symbol < len(self.symbols):
+                raise UnknownSymbol(f"symbol id {symbol} out of range 0..{len(self.symbols) - 1}")
+            return int(symbol)
+        return self.symbols[symbol]
+
+    def snapshot(self, symbol):
+        """The symbol's row (name or id) as a consistent numpy record copy."""
+        return self.segs.snap.row(self._symbol_id(symbol))
+
+    def table(self):
+        """All rows as a SNAPSHOT_ROW array; each row consistent."""
+        return self.segs.snap.table()
+
+    def subscribe(self, from_position=None):
+        """Follow the broadcast stream from now (or from ``from_position``)."""
+        return Subscription(self, self.segs.bcast.reader(from_position))
+
+    def stats(self):
+        """Counters of every process, the market-wide figures and latency percentiles."""
+        segs = self.segs
+        procs = segs.stats.procs.copy()
+        hdr = segs.snap.header
+        pct, count = segs.stats.latency()
+        return {
+            "name": self.name,
+            "state": L.RUN_STATE_NAMES.get(int(segs.info["run_state"]), "?"),
+            "events": int(hdr["events"]),
+            "results": int(hdr["results"]),
+            "locked": int(hdr["locked"]),
+            "crossed": int(hdr["crossed"]),
+            "processes": [dict(zip(procs.dtype.names, (v.item() if hasattr(v, "item") else v
+                                                          for v in row)))
+                          for row in procs],
+            "latency_ns": pct,
+            "latency_samples": count,
+            "rings": [{"name": r.name, "capacity": r.capacity, "fill": r.fill(),
+                       "drops": r.drops} for r in segs.inputs + segs.outputs],
+        }
+
+
+def attach(name="default"):
+    """Attach read-only to the engine ``name`` running on this host."""
+    return Engine(name)
+
+
+__all__ = ["attach", "Engine", "Lapped", "Symbols", "Subscription", "UnknownSymbol"]

@@ -1,0 +1,272 @@
+"""The ``shmengine`` command: one function per subcommand, beside its parser.
+
+Errors a user can cause print one line (``shmengine: error: ...``) and exit
+non-zero, without a traceback.
+"""
+import argparse
+import sys
+import time
+
+from . import layout as L
+from . import shm
+from .config import ConfigError
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+class CliError(Exception):
+    pass
+
+
+def fmt_price(px):
+    return f"{px / L.PRICE_SCALE:,.4f}" if px else "-"
+
+
+# ---------------------------------------------------------------- run
+
+def add_run(sub):
+    p = sub.add_parser("run", help="start an engine and run it until stopped")
+    p.add_argument("config", nargs="?", help="TOML config file (flags override it)")
+    p.add_argument("--name")
+    p.add_argument("--symbols", type=int)
+    p.add_argument("--venues", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--cpus", help="CPU list to pin to, e.g. 0,2-4 (feed, workers, aggregator)")
+    p.add_argument("--rate", type=float, help="events/s (0: as fast as possible)")
+    p.add_argument("--duration", type=float, help="seconds to run (0: until stopped)")
+    p.add_argument("--events", type=int, help="stop after this many events")
+    p.add_argument("--wait", help="spin | adaptive")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch", type=int, help="most records a process moves at once")
+    p.add_argument("--ring-capacity", type=int, dest="ring_capacity")
+    p.add_argument("--bcast-capacity", type=int, dest="bcast_capacity",
+                   help="records kept in the broadcast ring (power of two)")
+    p.add_argument("--linger", action="store_const", const=True,
+                   help="after the last event, keep the final state attachable until stopped")
+    p.add_argument("--drop", action="store_const", const=True,
+                   help="drop (and count) events when a worker's ring is full")
+    p.add_argument("--save-snapshot", dest="save_snapshot", metavar="FILE",
+                   help="write the final snapshot table to FILE (.npy or .parquet)")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args):
+    from . import config, supervisor
+    keys = ("name", "symbols", "venues", "workers", "cpus", "rate", "duration", "events", "wait",
+            "seed", "batch", "ring_capacity", "bcast_capacity", "linger", "drop", "save_snapshot")
+    cfg = config.load(args.config, {k: getattr(args, k) for k in keys})
+    return supervisor.run(cfg)
+
+
+# ---------------------------------------------------------------- status
+
+def add_status(sub):
+    p = sub.add_parser("status", help="per-process rates, ring fill, lag, latency")
+    p.add_argument("name", nargs="?", default="default")
+    p.add_argument("--interval", type=float, default=0.5,
+                   help="seconds between the two readings rates are computed from")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args):
+    from .attach import attach
+    with attach(args.name) as eng:
+        first = eng.stats()
+        time.sleep(args.interval)
+        st = eng.stats()
+    print(f"engine {st['name']}: {st['state']}, {st['events']:,} events, "
+          f"{st['results']:,} results, locked {st['locked']}, crossed {st['crossed']}")
+    print(f"{'process':<12}{'pid':>8}{'cpu':>5}{'events':>15}{'events/s':>14}"
+          f"{'batches':>12}{'waits':>12}{'lag':>8}{'drops':>8}")
+    for a, b in zip(first["processes"], st["processes"]):
+        role = L.ROLE_NAMES.get(b["role"], "?")
+        label = f"{role} {b['index']}" if role == "worker" else role
+        rate = (b["events"] - a["events"]) / args.interval
+        print(f"{label:<12}{b['pid']:>8}{b['cpu']:>5}{b['events']:>15,}{rate:>14,.0f}"
+              f"{b['batches']:>12,}{b['waits']:>12,}{b['lag']:>8,}{b['drops']:>8,}")
+    for r in st["rings"]:
+        print(f"ring {r['name']:<32} fill {r['fill']:>8,} / {r['capacity']:,}  "
+              f"drops {r['drops']:,}")
+    pct = "  ".join(f"p{p:g} {v / 1000:,.1f}" for p, v in st["latency_ns"].items())
+    print(f"latency receive -> snapshot (us): {pct}  ({st['latency_samples']:,} samples)")
+    return 0
+
+
+# ---------------------------------------------------------------- snapshot
+
+def add_snapshot(sub):
+    p = sub.add_parser("snapshot", help="print one symbol's snapshot row")
+    p.add_argument("name")
+    p.add_argument("symbol")
+    p.set_defaults(func=cmd_snapshot)
+
+
+def format_row(row, name, n_venues):
+    def side(px, qty, venue):
+        return f"{fmt_price(px)} x {int(qty):,}" + (f" @v{venue}" if venue != L.NO_VENUE else "")
+    flags = int(row["flags"])
+    state = "crossed" if flags & L.RFLAG_CROSSED else "locked" if flags & L.RFLAG_LOCKED else ""
+    lines = [
+        f"{name}  seq {int(row['last_seq'])}  updates {int(row['updates']):,}  {state}".rstrip(),
+        f"  bid {side(row['bid_px'], row['bid_qty'], int(row['bid_venue']))}   "
+        f"ask {side(row['ask_px'], row['ask_qty'], int(row['ask_venue']))}",
+        f"  last {fmt_price(row['last_px'])} x {int(row['last_qty']):,}   "
+        f"volume {int(row['volume']):,}   trades {int(row['trades']):,}   "
+        f"vwap {row['vwap']:.4f}",
+        "  depth:",
+    ]
+    for k in range(L.TOP_LEVELS):
+        lines.append(f"    {int(row['level_bid_qty'][k]):>10,} {fmt_price(row['level_bid_px'][k]):>12}"
+                     f" | {fmt_price(row['level_ask_px'][k]):<12} {int(row['level_ask_qty'][k]):,}")
+    lines.append("  venues:")
+    for v in range(n_venues):
+        lines.append(f"    v{v}: {fmt_price(row['venue_bid_px'][v])} x "
+                     f"{int(row['venue_bid_qty'][v]):,} | {fmt_price(row['venue_ask_px'][v])} x "
+                     f"{int(row['venue_ask_qty'][v]):,}")
+    return "\n".join(lines)
+
+
+def cmd_snapshot(args):
+    from .attach import attach
+    with attach(args.name) as eng:
+        row = eng.snapshot(args.symbol)
+        print(format_row(row, eng.symbols.name(int(row["symbol"])), eng.n_venues))
+    return 0
+
+
+# ---------------------------------------------------------------- stop
+
+def add_stop(sub):
+    p = sub.add_parser("stop", help="drain and stop a running engine")
+    p.add_argument("name", nargs="?", default="default")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(func=cmd_stop)
+
+
+def cmd_stop(args):
+    from .segments import EngineSegments
+    from .supervisor import engine_alive
+    segs = EngineSegments.attach(args.name, writable=True)
+    try:
+        if not engine_alive(segs.info):
+            raise CliError(f"engine {args.name!r} is not running (its supervisor is gone); "
+                           f"run `shmengine cleanup`")
+        segs.info["stop_request"] = 1
+    finally:
+        segs.close()
+    deadline = time.monotonic() + args.timeout
+    while shm.engine_segments(args.name):
+        if time.monotonic() > deadline:
+            raise CliError(f"engine {args.name!r} did not stop within {args.timeout:g} s")
+        time.sleep(0.05)
+    print(f"engine {args.name} stopped")
+    return 0
+
+
+# ---------------------------------------------------------------- list
+
+def add_list(sub):
+    p = sub.add_parser("list", help="engines on this host")
+    p.set_defaults(func=cmd_list)
+
+
+def engine_rows():
+    """(name, state, supervisor pid, n_symbols, n_workers) of each engine found."""
+    from .supervisor import engine_alive
+    rows = []
+    for name in shm.engine_names():
+        try:
+            meta = shm.Segment.attach(shm.segment_name(name, "meta"), L.SEG_META)
+        except shm.SegmentError as exc:
+            rows.append((name, f"broken ({exc})", 0, 0, 0))
+            continue
+        info = meta.record(L.ENGINE_INFO, L.META_INFO_OFFSET)
+        state = L.RUN_STATE_NAMES.get(int(info["run_state"]), "?")
+        if not engine_alive(info):
+            state = "dead"
+        rows.append((name, state, int(info["supervisor_pid"]), int(info["n_symbols"]),
+                     int(info["n_workers"])))
+        del info
+        meta.close()
+    return rows
+
+
+def cmd_list(args):
+    rows = engine_rows()
+    if not rows:
+        print("no engines on this host")
+        return 0
+    print(f"{'name':<20}{'state':<12}{'pid':>8}{'symbols':>9}{'workers':>9}")
+    for name, state, pid, n_sym, n_w in rows:
+        print(f"{name:<20}{state:<12}{pid:>8}{n_sym:>9}{n_w:>9}")
+    return 0
+
+
+# ---------------------------------------------------------------- cleanup
+
+def add_cleanup(sub):
+    p = sub.add_parser("cleanup", help="remove segments of engines whose processes are gone")
+    p.set_defaults(func=cmd_cleanup)
+
+
+def cmd_cleanup(args):
+    import os
+    alive = {name for name, state, *_ in engine_rows() if state not in ("dead",)
+             and not state.startswith("broken")}
+    removed = 0
+    for entry in sorted(os.listdir(shm.SHM_DIR)):
+        if not entry.startswith(shm.PREFIX):
+            continue
+        engine = entry[len(shm.PREFIX):].split(".")[0]
+        if engine in alive or _being_created(engine):
+            continue
+        if shm.unlink("/" + entry):
+            removed += 1
+            print(f"removed /dev/shm/{entry}")
+    print(f"{removed} segment(s) removed")
+    return 0
+
+
+def _being_created(engine):
+    """Segments of an engine still being created (meta not yet READY) by a live process."""
+    import os
+    meta = os.path.join(shm.SHM_DIR, f"{shm.PREFIX}{engine}.meta")
+    if not os.path.exists(meta):
+        return False
+    try:
+        with open(meta, "rb") as fh:
+            import numpy as np
+            hdr = np.frombuffer(fh.read(L.SEGMENT_HEADER.itemsize), L.SEGMENT_HEADER)[0]
+    except (OSError, ValueError):
+        return False
+    if int(hdr["magic"]) != L.MAGIC or int(hdr["state"]) == L.STATE_READY:
+        return False
+    import psutil
+    return psutil.pid_exists(int(hdr["creator_pid"]))
+
+
+# ---------------------------------------------------------------- main
+
+def parser():
+    p = argparse.ArgumentParser(prog="shmengine", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (add_run, add_status, add_snapshot, add_stop, add_list, add_cleanup):
+        add(sub)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    from .attach import UnknownSymbol
+    try:
+        return args.func(args)
+    except (ConfigError, CliError, shm.SegmentError, UnknownSymbol, ValueError) as exc:
+        print(f"shmengine: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

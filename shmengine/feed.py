@@ -1,0 +1,153 @@
+"""Feed handler: the engine's only sequencer.
+
+It takes events from its source (the synthetic market by default), stamps
+each with the next global sequence number and the receive time, and copies
+it to the input ring of the worker that owns its symbol. After every batch
+it sends every worker a watermark (the batch's last seq), so the aggregator
+can merge past workers that got nothing. At the end it sends END.
+
+A full ring blocks the feed (lossless) unless the ring's policy is DROP,
+where the event is counted in the ring's drops and skipped.
+"""
+import numpy as np
+from numba import njit
+
+from . import layout as L
+from .atomics import futex_wait, load_acquire, monotonic_ns, store_relaxed
+from .market import generate
+from .ring import CONSUMER, CONSUMER_BELL, await_room, publish
+
+STOPPED = 1
+MORE = 0
+
+# feed control words (private int64 array)
+C_SEQ = 0        # next sequence number
+C_PENDING = 1    # events generated into the staging buffer, not yet all routed
+C_ROUTED = 2     # how many of them are routed
+C_T0 = 3         # monotonic ns the run started (pacing origin)
+C_DROPS = 4
+C_LEN = 5
+
+PACE_SLEEP_NS = 200_000  # adaptive pacing sleeps only when the next event is this far off
+
+
+@njit(cache=True)
+def _room(hdr, tail, capacity):
+    return capacity - (tail - load_acquire(hdr, CONSUMER))
+
+
+@njit(cache=True)
+def _publish_all(hdrs, hdrs32, tails):
+    for w in range(len(hdrs)):
+        publish(hdrs[w], hdrs32[w], tails[w], hdrs32[w], CONSUMER_BELL)
+
+
+@njit(cache=True)
+def _wait_room(hdrs, hdrs32, tails, w, need, capacity, procs, me, mode, spins, yields, sleep_ns):
+    """Block until ring w has room for ``need``; publishes everything first."""
+    _publish_all(hdrs, hdrs32, tails)
+    while _room(hdrs[w], tails[w], capacity) < need:
+        procs[me].waits += 1
+        procs[me].heartbeat_ns = monotonic_ns()
+        await_room(hdrs[w], hdrs32[w], tails[w], need, capacity, mode, spins, yields, sleep_ns)
+
+
+@njit(cache=True)
+def route(buf, start, n, partition, hdrs, hdrs32, slots, mask, tails, policy, ctl, procs, me,
+          mode, spins, yields, sleep_ns):
+    """Copy buf[start:start+n] to the owners' rings; returns how many were taken."""
+    capacity = mask + 1
+    for i in range(start, start + n):
+        ev = buf[i]
+        w = partition[ev.symbol]
+        if tails[w] - load_acquire(hdrs[w], CONSUMER) >= capacity:
+            if policy == L.POLICY_DROP:
+                ctl[C_DROPS] += 1
+                store_relaxed(hdrs[w], L.RING_DROPS_WORD, load_acquire(hdrs[w], L.RING_DROPS_WORD) + 1)
+                continue
+            _wait_room(hdrs, hdrs32, tails, w, 1, capacity, procs, me, mode, spins, yields,
+                       sleep_ns)
+        slots[w][tails[w] & mask] = ev
+        tails[w] += 1
+    return n
+
+
+@njit(cache=True)
+def control(kind, seq, recv_ts, hdrs, hdrs32, slots, mask, tails, procs, me, mode, spins,
+            yields, sleep_ns):
+    """Send a WATERMARK or END carrying ``seq`` to every worker, and publish."""
+    capacity = mask + 1
+    for w in range(len(hdrs)):
+        if tails[w] - load_acquire(hdrs[w], CONSUMER) >= capacity:
+            _wait_room(hdrs, hdrs32, tails, w, 1, capacity, procs, me, mode, spins, yields,
+                       sleep_ns)
+        ev = slots[w][tails[w] & mask]
+        ev.seq = seq
+        ev.exch_ts = 0
+        ev.recv_ts = recv_ts
+        ev.price = 0
+        ev.order_id = 0
+        ev.new_order_id = 0
+        ev.qty = 0
+        ev.symbol = 0
+        ev.venue = 0
+        ev.type = kind
+        ev.side = 0
+        ev.flags = 0
+        tails[w] += 1
+    _publish_all(hdrs, hdrs32, tails)
+
+
+@njit(cache=True)
+def run(margs, buf, partition, hdrs, hdrs32, slots, mask, tails, policy, ctl, procs, me, stop,
+        batch, rate, limit, mode, spins, yields, sleep_ns, budget_ns):
+    """Generate and route for ``budget_ns``; returns STOPPED when the stream should end.
+
+    ``stop`` is a uint32 array whose element 0 is the engine's stop request;
+    ``limit`` is the number of events to send (0: no limit); ``rate`` events/s
+    (0: as fast as possible).
+    """
+    now = monotonic_ns()
+    deadline = now + budget_ns
+    idle = np.zeros(1, np.uint32)
+    while now < deadline:
+        p = procs[me]
+        p.heartbeat_ns = now
+        if ctl[C_PENDING] == 0:
+            seq = ctl[C_SEQ]
+            if load_acquire(stop, 0) != 0 or (limit > 0 and seq >= limit):
+                return STOPPED
+            n = batch
+            if limit > 0:
+                n = min(n, limit - seq)
+            if rate > 0.0:
+                due = np.int64((now - ctl[C_T0]) * rate * 1e-9) + 1
+                if due - seq <= 0:
+                    gap = np.int64((seq + 1 - due) * 1e9 / rate)
+                    if mode != L.WAIT_SPIN and gap > PACE_SLEEP_NS:
+                        futex_wait(idle, 0, 0, gap // 2)
+                    now = monotonic_ns()
+                    continue
+                n = min(n, due - seq)
+            generate(*margs, buf, 0, len(buf) - 1, n, seq, now)
+            ctl[C_PENDING] = n
+            ctl[C_ROUTED] = 0
+        n = ctl[C_PENDING]
+        ctl[C_ROUTED] += route(buf, ctl[C_ROUTED], n - ctl[C_ROUTED], partition, hdrs, hdrs32,
+                               slots, mask, tails, policy, ctl, procs, me, mode, spins, yields,
+                               sleep_ns)
+        if ctl[C_ROUTED] == n:
+            last = ctl[C_SEQ] + n - 1
+            control(L.EV_WATERMARK, last, now, hdrs, hdrs32, slots, mask, tails, procs, me, mode,
+                    spins, yields, sleep_ns)
+            ctl[C_SEQ] += n
+            ctl[C_PENDING] = 0
+            p.events += n
+            p.batches += 1
+            p.drops = ctl[C_DROPS]
+            lag = 0
+            for w in range(len(hdrs)):
+                lag += tails[w] - load_acquire(hdrs[w], CONSUMER)
+            p.lag = lag
+        now = monotonic_ns()
+    return MORE

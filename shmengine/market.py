@@ -1,0 +1,778 @@
+"""Seeded, deterministic synthetic market: the engine's default event source.
+
+S symbols trade on V venues. Every (symbol, venue) keeps its own book of live
+orders, and the generator emits order-by-order flow with NASDAQ ITCH 5.0
+semantics as ``layout.EVENT`` records:
+
+    EV_ADD            new order: order_id, side, price, qty
+    EV_EXECUTE        execution of a resting order at its price: qty executed
+    EV_EXECUTE_PRICE  execution of a resting order at another price
+                      (FLAG_NON_PRINTABLE when it does not print)
+    EV_CANCEL         partial cancel: qty cancelled, always < remaining
+    EV_DELETE         order removed
+    EV_REPLACE        order_id -> new_order_id with new price and qty, same side
+    EV_TRADE          non-displayed trade: price, qty, side of the resting
+                      (hidden) order; order_id 0
+    EV_CLEAR          the (symbol, venue) book is empty (off by default)
+
+On execute, execute-price, cancel and delete, ``side`` is the side of the
+named order; on execute and cancel ``price`` is the order's price, on delete
+``price`` and ``qty`` are the order's price and remaining quantity (as a
+check, ITCH carries neither). ``exch_ts`` is the market's own clock in ns
+since the Unix epoch, starting at 2026-01-02 09:30 New York and never going
+back; a marketable order's executions share one timestamp.
+
+Invariants of the stream, relied on by the book builders downstream:
+
+- every order id is >= 1 and never reused;
+- every execute, cancel, delete and replace names an order live on that
+  (symbol, venue) with a valid quantity;
+- no venue book ever crosses itself: an order priced at or through its own
+  venue's opposite best is shown as executions against that side (best price
+  first, then oldest), and only its remainder, if any, is added;
+- at most ``capacity`` live orders per (symbol, venue, side), so at most that
+  many price levels per side.
+
+Across venues the consolidated market is sometimes locked or crossed for a
+short while (stale quotes, orders let through a lock); arbitrage executions
+clear it.
+
+The stream is a pure function of (n_symbols, n_venues, seed, options): all
+randomness comes from a splitmix64 state held in the state arrays, so a copy of
+the state continues the same stream, and generating in chunks gives the same
+events as generating in one go.
+
+Example::
+
+    from shmengine.market import new_market, generate
+    m = new_market(100, 4, seed=7)
+    events = m.generate(10_000, seq0=0)          # EVENT array
+    # in a feed loop, straight into a ring of EVENT slots:
+    generate(*m.kernel_args(), ring, position, ring.size - 1, 4096, seq, now_ns)
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from . import layout
+
+EPOCH_NS = 1_767_364_200_000_000_000  # 2026-01-02 09:30 America/New_York (14:30 UTC)
+
+DEFAULT_OPTIONS = {
+    "capacity": 32,          # live orders per (symbol, venue, side), preallocated
+    "depth": 20,             # live orders per side the flow drifts towards
+    "mean_gap_ns": 1_000,    # mean exchange-clock gap between independent events
+    "p_cancel": 0.08,        # per event: partial cancel
+    "p_replace": 0.10,       # per event: replace
+    "p_take": 0.04,          # per event: marketable order that leaves no remainder
+    "p_execute_price": 0.004,  # per event: execution at another price than the order's
+    "p_trade": 0.01,         # per event: non-displayed trade
+    "p_clear": 0.0,          # per event: venue book cleared
+    "p_non_printable": 0.3,  # share of executions at another price that do not print
+    "p_marketable": 0.03,    # share of adds priced through the venue's own opposite best
+    "p_lock": 0.05,          # share of adds that would lock another venue and are let through
+    "p_arbitrage": 0.25,     # per event of a locked or crossed symbol: arbitrage sweeps it
+    "p_fair_step": 0.01,     # per event of a symbol: fair price moves one tick
+    "p_offset_step": 0.003,  # per event of a (symbol, venue): venue quote offset moves a tick
+    "max_offset": 1,         # venue quote offset from the fair price, in ticks
+    "zipf": 1.0,             # symbol activity ~ 1 / rank**zipf
+}
+
+# ctl: scalar state, int64
+C_N_SYMBOLS = 0
+C_N_VENUES = 1
+C_CAPACITY = 2
+C_DEPTH = 3
+C_CLOCK = 4
+C_NEXT_ID = 5
+C_AGG_ACTIVE = 6   # a marketable order is being shown as executions
+C_AGG_BOOK = 7     # its book index ((symbol * V + venue) * 2 + side)
+C_AGG_LIMIT = 8    # its limit, ticks
+C_AGG_QTY = 9      # its remaining quantity
+C_AGG_REST = 10    # 1: its remainder is added at the limit; 0: immediate-or-cancel
+C_EVENTS = 11      # events generated so far
+C_LEN = 16
+
+# prm: options as integers; probabilities are thresholds out of 2**32
+P_CANCEL = 0
+P_REPLACE = 1
+P_TAKE = 2
+P_EXECUTE_PRICE = 3
+P_TRADE = 4
+P_CLEAR = 5
+P_NON_PRINTABLE = 6
+P_MARKETABLE = 7
+P_LOCK = 8
+P_ARBITRAGE = 9
+P_FAIR_STEP = 10
+P_OFFSET_STEP = 11
+P_MAX_OFFSET = 12
+P_LEN = 16
+
+# tables: rows of 256 entries indexed by 8 random bits
+T_GAP = 0     # exchange-clock gap, ns (exponential quantiles)
+T_DIST = 1    # distance of a new order behind the venue's quote, ticks
+T_QTY = 2     # order size, shares
+T_VENUE = 3   # venue (skewed towards low venue ids)
+T_LEN = 4
+
+ASK_EMPTY = 1 << 40  # best ask (ticks) of an empty ask side; an empty bid side has 0
+MIN_FAIR = 64        # fair prices stay at least this many ticks above zero
+MAX_NAMES = 26 ** 3 + 26 ** 4 - 26 ** 3 // 2
+
+BID = layout.SIDE_BID
+ASK = layout.SIDE_ASK
+
+STATE_ARRAYS = ("rng", "ctl", "prm", "sym_alias", "tick", "fair", "voff",
+                "best", "count", "order_id", "order_px", "order_qty", "tables")
+
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+# ---------------------------------------------------------------- names
+
+def _letters(j, width):
+    s = []
+    for _ in range(width):
+        j, d = divmod(j, 26)
+        s.append(chr(65 + d))
+    return "".join(reversed(s))
+
+
+def symbol_names(n):
+    """Return ``n`` unique ticker-like names (uppercase ASCII, 3 or 4 letters).
+
+    Names depend only on the index, so ``symbol_names(n)`` is a prefix of
+    ``symbol_names(n + 1)``::
+
+        >>> symbol_names(3)
+        ['NSW', 'DZM', 'OOF']
+    """
+    n = int(n)
+    if n < 0 or n > MAX_NAMES:
+        raise ValueError(f"symbol_names: n must be in 0..{MAX_NAMES}, got {n}")
+    # A stride coprime with 26 walks each name space as a permutation, so
+    # names are unique within a width and look unrelated to their neighbours.
+    n3 = 26 ** 3 // 2
+    names = []
+    for i in range(n):
+        if i < n3:
+            names.append(_letters((i * 7919 + 9001) % 26 ** 3, 3))
+        else:
+            names.append(_letters(((i - n3) * 104729 + 271828) % 26 ** 4, 4))
+    return names
+
+
+# ---------------------------------------------------------------- kernels
+
+@njit(cache=True, inline='always')
+def _next(rng):
+    # splitmix64: one 64-bit word of state, passes BigCrush, a handful of ops
+    x = rng[0] + np.uint64(0x9E3779B97F4A7C15)
+    rng[0] = x
+    z = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline='always')
+def _below(r, n):
+    """Uniform integer in 0..n-1 from the high 32 bits of r (n < 2**32)."""
+    return np.int64(((r >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
+
+
+@njit(cache=True, inline='always')
+def _chance(r, threshold):
+    """True with probability threshold / 2**32, from the low 32 bits of r."""
+    return np.int64(r & _M32) < threshold
+
+
+@njit(cache=True, inline='always')
+def _field(r, shift, bits):
+    return np.int64((r >> np.uint64(shift)) & np.uint64((1 << bits) - 1))
+
+
+@njit(cache=True, inline='always')
+def _rescan(best, count, order_px, b):
+    n = count[b]
+    if b & 1 == BID:
+        m = 0
+        for j in range(n):
+            if order_px[b, j] > m:
+                m = order_px[b, j]
+    else:
+        m = ASK_EMPTY
+        for j in range(n):
+            if order_px[b, j] < m:
+                m = order_px[b, j]
+    best[b] = m
+
+
+@njit(cache=True, inline='always')
+def _insert(best, count, order_id, order_px, order_qty, b, oid, px, qty):
+    n = count[b]
+    order_id[b, n] = oid
+    order_px[b, n] = px
+    order_qty[b, n] = qty
+    count[b] = n + 1
+    if b & 1 == BID:
+        if px > best[b]:
+            best[b] = px
+    elif px < best[b]:
+        best[b] = px
+
+
+@njit(cache=True, inline='always')
+def _remove(best, count, order_id, order_px, order_qty, b, j):
+    # Slots are unordered: the last one fills the hole. Time priority is the
+    # order id, which only grows.
+    n = count[b] - 1
+    px = order_px[b, j]
+    order_id[b, j] = order_id[b, n]
+    order_px[b, j] = order_px[b, n]
+    order_qty[b, j] = order_qty[b, n]
+    count[b] = n
+    if px == best[b]:
+        _rescan(best, count, order_px, b)
+
+
+@njit(cache=True, inline='always')
+def _oldest_at_best(best, count, order_id, order_px, b):
+    px = best[b]
+    k = -1
+    kid = np.uint64(0)
+    for j in range(count[b]):
+        if order_px[b, j] == px and (k < 0 or order_id[b, j] < kid):
+            k = j
+            kid = order_id[b, j]
+    return k
+
+
+@njit(cache=True, inline='always')
+def _emit(out, k, seq, ts, recv_ts, symbol, venue, typ, side, price, qty, oid, new_oid, flags):
+    e = out[k]
+    e.seq = np.uint64(seq)
+    e.exch_ts = ts
+    e.recv_ts = recv_ts
+    e.price = price
+    e.order_id = oid
+    e.new_order_id = new_oid
+    e.qty = np.uint32(qty)
+    e.symbol = np.uint32(symbol)
+    e.venue = np.uint8(venue)
+    e.type = np.uint8(typ)
+    e.side = np.uint8(side)
+    e.flags = np.uint8(flags)
+    e._pad = np.uint32(0)
+
+
+@njit(cache=True, inline='always')
+def _consolidated(best, base, n_venues):
+    """Best bid and ask (ticks) of a symbol over its venues; base = symbol * V * 2."""
+    bid = 0
+    ask = ASK_EMPTY
+    for v in range(n_venues):
+        if best[base + 2 * v] > bid:
+            bid = best[base + 2 * v]
+        if best[base + 2 * v + 1] < ask:
+            ask = best[base + 2 * v + 1]
+    return bid, ask
+
+
+@njit(cache=True, inline='always')
+def _comply(rng, prm, best, base, n_venues, side, px):
+    """Move an order that would lock or cross another venue one tick behind it,
+    except for the share p_lock let through."""
+    bid, ask = _consolidated(best, base, n_venues)
+    if side == BID:
+        if px >= ask and not _chance(_next(rng), prm[P_LOCK]):
+            return ask - 1
+    elif bid > 0 and px <= bid and not _chance(_next(rng), prm[P_LOCK]):
+        return bid + 1
+    return px
+
+
+@njit(cache=True, inline='always')
+def _pick(order_px, b, n, r, ref, farthest):
+    """Index of one of three random orders of book side b: the farthest from ref, or nearest."""
+    j = (_field(r, 0, 16) * n) >> 16
+    d = abs(order_px[b, j] - ref)
+    for t in range(1, 3):
+        jj = (_field(r, 16 * t, 16) * n) >> 16
+        dd = abs(order_px[b, jj] - ref)
+        if (dd > d) if farthest else (dd < d):
+            j = jj
+            d = dd
+    return j
+
+
+@njit(cache=True, inline='always')
+def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, order_px,
+          order_qty, tables, out, k, seq, recv_ts):
+    """Write exactly one event into out[k]."""
+    n_symbols = ctl[C_N_SYMBOLS]
+    n_venues = ctl[C_N_VENUES]
+    capacity = ctl[C_CAPACITY]
+    while True:
+        if ctl[C_AGG_ACTIVE]:
+            b = ctl[C_AGG_BOOK]
+            ob = b ^ 1
+            side = b & 1
+            sv = b >> 1
+            s = sv // n_venues
+            v = sv - s * n_venues
+            rem = ctl[C_AGG_QTY]
+            lim = ctl[C_AGG_LIMIT]
+            opp = best[ob]
+            if rem > 0 and count[ob] > 0 and ((opp <= lim) if side == BID else (opp >= lim)):
+                j = _oldest_at_best(best, count, order_id, order_px, ob)
+                q = np.int64(order_qty[ob, j])
+                fill = min(q, rem)
+                _emit(out, k, seq, ctl[C_CLOCK], recv_ts, s, v, layout.EV_EXECUTE, side ^ 1,
+                      opp * tick[s], fill, order_id[ob, j], np.uint64(0), 0)
+                if fill == q:
+                    _remove(best, count, order_id, order_px, order_qty, ob, j)
+                else:
+                    order_qty[ob, j] = q - fill
+                ctl[C_AGG_QTY] = rem - fill
+                return
+            ctl[C_AGG_ACTIVE] = 0
+            if ctl[C_AGG_REST] and rem > 0 and count[b] < capacity:
+                px = _comply(rng, prm, best, s * n_venues * 2, n_venues, side, lim)
+                if px >= 1:
+                    oid = np.uint64(ctl[C_NEXT_ID])
+                    ctl[C_NEXT_ID] += 1
+                    _insert(best, count, order_id, order_px, order_qty, b, oid, px, rem)
+                    _emit(out, k, seq, ctl[C_CLOCK], recv_ts, s, v, layout.EV_ADD, side,
+                          px * tick[s], rem, oid, np.uint64(0), 0)
+                    return
+            continue
+
+        # A new independent event: symbol (Zipf-like, alias method), venue, side.
+        r0 = _next(rng)
+        s = _below(r0, n_symbols)
+        if np.int64(r0 & _M32) >= sym_alias[s, 0]:
+            s = sym_alias[s, 1]
+        r1 = _next(rng)
+        ctl[C_CLOCK] += tables[T_GAP, _field(r1, 0, 8)]
+        ts = ctl[C_CLOCK]
+        v = tables[T_VENUE, _field(r1, 8, 8)]
+        side = _field(r1, 16, 1)
+        sv = s * n_venues + v
+        base = s * n_venues * 2
+        if _field(r1, 24, 16) < (prm[P_FAIR_STEP] >> 16):
+            step = 1 if _field(r1, 17, 1) else -1
+            if fair[s] + step < MIN_FAIR:
+                step = 1
+            fair[s] += step
+        if _field(r1, 40, 16) < (prm[P_OFFSET_STEP] >> 16):
+            o = voff[sv] + (1 if _field(r1, 18, 1) else -1)
+            if -prm[P_MAX_OFFSET] <= o <= prm[P_MAX_OFFSET]:
+                voff[sv] = o
+        ref = fair[s] + voff[sv]  # the venue quotes bids at or below ref, asks above
+        b = sv * 2 + side
+        ob = b ^ 1
+        n = count[b]
+
+        r2 = _next(rng)
+        # Arbitrage: a locked or crossed symbol gets swept on one of the venues.
+        cbid, cask = _consolidated(best, base, n_venues)
+        if cbid >= cask and _field(r2, 32, 16) < (prm[P_ARBITRAGE] >> 16):
+            for vv in range(n_venues):
+                if _field(r2, 48, 1):
+                    if best[base + 2 * vv] == cbid:  # sell into the high bid
+                        ctl[C_AGG_BOOK] = base + 2 * vv + 1
+                        ctl[C_AGG_LIMIT] = cask
+                        break
+                elif best[base + 2 * vv + 1] == cask:  # buy from the low offer
+                    ctl[C_AGG_BOOK] = base + 2 * vv
+                    ctl[C_AGG_LIMIT] = cbid
+                    break
+            ctl[C_AGG_ACTIVE] = 1
+            ctl[C_AGG_QTY] = 1 << 30
+            ctl[C_AGG_REST] = 0
+            continue
+
+        u = np.int64(r2 & _M32)
+        t = prm[P_CANCEL]
+        if u < t:
+            if n > 0:
+                r = _next(rng)
+                j = _below(r, n)
+                q = np.int64(order_qty[b, j])
+                if q >= 2:
+                    if q >= 200 and q % 100 == 0:
+                        c = 100 * (1 + _below(r << np.uint64(32), q // 100 - 1))
+                    else:
+                        c = 1 + _below(r << np.uint64(32), q - 1)
+                    order_qty[b, j] = q - c
+                    _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_CANCEL, side,
+                          order_px[b, j] * tick[s], c, order_id[b, j], np.uint64(0), 0)
+                    return
+        t += prm[P_REPLACE]
+        if u < t:
+            if n > 0:
+                r = _next(rng)
+                j = _pick(order_px, b, n, r, ref + side, False)
+                r = _next(rng)
+                d = tables[T_DIST, _field(r, 0, 8)]
+                px = ref - d if side == BID else ref + 1 + d
+                # never through the venue's own opposite side
+                if side == BID:
+                    if px >= best[ob]:
+                        px = best[ob] - 1
+                elif px <= best[ob]:
+                    px = best[ob] + 1
+                px = _comply(rng, prm, best, base, n_venues, side, px)
+                if px >= 1:
+                    old_px = order_px[b, j]
+                    old_id = order_id[b, j]
+                    q = tables[T_QTY, _field(r, 8, 8)]
+                    oid = np.uint64(ctl[C_NEXT_ID])
+                    ctl[C_NEXT_ID] += 1
+                    order_id[b, j] = oid
+                    order_px[b, j] = px
+                    order_qty[b, j] = q
+                    if (px > best[b]) if side == BID else (px < best[b]):
+                        best[b] = px
+                    elif old_px == best[b]:
+                        _rescan(best, count, order_px, b)
+                    _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_REPLACE, side,
+                          px * tick[s], q, old_id, oid, 0)
+                    return
+        t += prm[P_TAKE]
+        if u < t:
+            if count[ob] > 0:
+                r = _next(rng)
+                through = 1 if _field(r, 8, 2) == 0 else 0  # a quarter of takes reach one tick through
+                ctl[C_AGG_BOOK] = b
+                ctl[C_AGG_LIMIT] = best[ob] + through if side == BID else max(best[ob] - through, 1)
+                ctl[C_AGG_QTY] = tables[T_QTY, _field(r, 0, 8)]
+                ctl[C_AGG_REST] = 0
+                ctl[C_AGG_ACTIVE] = 1
+                continue
+        t += prm[P_EXECUTE_PRICE]
+        if u < t:
+            if count[ob] > 0:
+                r = _next(rng)
+                j = _oldest_at_best(best, count, order_id, order_px, ob)
+                q = np.int64(order_qty[ob, j])
+                fill = q if (q < 2 or _field(r, 0, 1)) else 1 + _below(r, q - 1)
+                px = order_px[ob, j] + (1 if _field(r, 1, 1) or order_px[ob, j] <= 1 else -1)
+                flags = layout.FLAG_NON_PRINTABLE if _field(r, 2, 16) < (prm[P_NON_PRINTABLE] >> 16) else 0
+                _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_EXECUTE_PRICE, side ^ 1,
+                      px * tick[s], fill, order_id[ob, j], np.uint64(0), flags)
+                if fill == q:
+                    _remove(best, count, order_id, order_px, order_qty, ob, j)
+                else:
+                    order_qty[ob, j] = q - fill
+                return
+        t += prm[P_TRADE]
+        if u < t:
+            r = _next(rng)
+            vb = best[sv * 2]
+            va = best[sv * 2 + 1]
+            px = (vb + va) >> 1 if (vb > 0 and va < ASK_EMPTY) else ref
+            _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_TRADE, side, max(px, 1) * tick[s],
+                  tables[T_QTY, _field(r, 0, 8)], np.uint64(0), np.uint64(0), 0)
+            return
+        t += prm[P_CLEAR]
+        if u < t:
+            for h in range(2):
+                count[sv * 2 + h] = 0
+            best[sv * 2] = 0
+            best[sv * 2 + 1] = ASK_EMPTY
+            _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_CLEAR, 0, 0, 0,
+                  np.uint64(0), np.uint64(0), 0)
+            return
+
+        # Add or delete, drifting the side towards `depth` live orders.
+        r = _next(rng)
+        if n == 0 or (n < capacity and _below(r, 2 * ctl[C_DEPTH]) >= n):
+            d = tables[T_DIST, _field(r, 0, 8)]
+            q = tables[T_QTY, _field(r, 8, 8)]
+            if count[ob] > 0 and _field(r, 16, 16) < (prm[P_MARKETABLE] >> 16):
+                px = best[ob] + (d & 1) if side == BID else best[ob] - (d & 1)
+            else:
+                px = ref - d if side == BID else ref + 1 + d
+            px = max(px, 1)
+            if (px >= best[ob]) if side == BID else (px <= best[ob]):
+                ctl[C_AGG_BOOK] = b
+                ctl[C_AGG_LIMIT] = px
+                ctl[C_AGG_QTY] = q
+                ctl[C_AGG_REST] = 1
+                ctl[C_AGG_ACTIVE] = 1
+                continue
+            px = _comply(rng, prm, best, base, n_venues, side, px)
+            if px >= 1:
+                oid = np.uint64(ctl[C_NEXT_ID])
+                ctl[C_NEXT_ID] += 1
+                _insert(best, count, order_id, order_px, order_qty, b, oid, px, q)
+                _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_ADD, side, px * tick[s], q,
+                      oid, np.uint64(0), 0)
+                return
+            if n == 0:
+                continue
+        # orders far from the quote go first
+        j = _pick(order_px, b, n, _next(rng), ref + side, True)
+        _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_DELETE, side, order_px[b, j] * tick[s],
+              order_qty[b, j], order_id[b, j], np.uint64(0), 0)
+        _remove(best, count, order_id, order_px, order_qty, b, j)
+        return
+
+
+@njit(cache=True, _nrt=False)
+def generate(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, order_px,
+             order_qty, tables, out, out_pos, out_mask, n, seq0, recv_ts):
+    """Write n events into out[(out_pos + i) & out_mask], seq = seq0 + i; return n.
+
+    The first 13 arguments are ``MarketState.kernel_args()``.
+    """
+    for i in range(n):
+        _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, order_px,
+              order_qty, tables, out, (out_pos + i) & out_mask, seq0 + i, recv_ts)
+    ctl[C_EVENTS] += n
+    return n
+
+
+@njit(cache=True)
+def _init_symbols(rng, n_symbols, zipf, sym_alias, tick, fair):
+    """Per-symbol tick and fair price, and the alias table of symbol activity."""
+    for s in range(n_symbols):
+        r = _next(rng)
+        # log-uniform price between $3 and $400
+        u = np.float64(r >> np.uint64(11)) / 9007199254740992.0
+        price = 3.0 * math.exp(u * math.log(400.0 / 3.0))
+        t = _field(_next(rng), 0, 8)
+        if t < 26:
+            tk = 50    # half-penny tick
+        elif t < 46 and price > 50.0:
+            tk = 500   # nickel tick
+        else:
+            tk = 100   # penny tick
+        tick[s] = tk
+        fair[s] = max(np.int64(price * layout.PRICE_SCALE / tk), MIN_FAIR)
+    # Activity follows 1/rank**zipf, ranks shuffled over symbols (Fisher-Yates).
+    rank = np.arange(n_symbols)
+    for s in range(n_symbols - 1, 0, -1):
+        j = _below(_next(rng), s + 1)
+        rank[s], rank[j] = rank[j], rank[s]
+    w = np.empty(n_symbols)
+    for s in range(n_symbols):
+        w[s] = 1.0 / (rank[s] + 1.0) ** zipf
+    w *= n_symbols / w.sum()
+    # Vose's alias method: column s keeps s with probability p[s], else alias[s].
+    small = np.empty(n_symbols, np.int64)
+    large = np.empty(n_symbols, np.int64)
+    ns = 0
+    nl = 0
+    for s in range(n_symbols):
+        if w[s] < 1.0:
+            small[ns] = s
+            ns += 1
+        else:
+            large[nl] = s
+            nl += 1
+    for s in range(n_symbols):
+        sym_alias[s, 0] = 1 << 32
+        sym_alias[s, 1] = s
+    while ns > 0 and nl > 0:
+        ns -= 1
+        a = small[ns]
+        g = large[nl - 1]
+        sym_alias[a, 0] = np.int64(w[a] * 4294967296.0)
+        sym_alias[a, 1] = g
+        w[g] = (w[g] + w[a]) - 1.0
+        if w[g] < 1.0:
+            nl -= 1
+            small[ns] = g
+            ns += 1
+
+
+# ---------------------------------------------------------------- wrapper
+
+def _threshold(p):
+    return min(int(round(p * 2 ** 32)), 2 ** 32)
+
+
+def _tables(n_venues, mean_gap_ns):
+    tables = np.zeros((T_LEN, 256), np.int64)
+    q = (np.arange(256) + 0.5) / 256.0
+    tables[T_GAP] = np.round(-mean_gap_ns * np.log1p(-q)).astype(np.int64)
+    # distance behind the quote: P(d) ~ 0.6**d, so most orders sit at the top levels
+    cdf = np.cumsum(0.6 ** np.arange(16))
+    cdf /= cdf[-1]
+    tables[T_DIST] = np.searchsorted(cdf, q)
+    sizes = ([100] * 80 + [200] * 50 + [300] * 25 + [400] * 12 + [500] * 25 + [1000] * 15
+             + [2000] * 4 + [5000] * 1 + [150, 250, 350, 600, 700, 800, 900, 1200, 1500]
+             + [1, 5, 10, 20, 25, 30, 40, 50, 60, 75, 80, 90, 99, 3, 7, 15, 35, 45, 55, 65])
+    sizes = (sizes + [100] * 256)[:256]
+    tables[T_QTY] = sizes
+    w = 1.0 / np.sqrt(1.0 + np.arange(n_venues))
+    share = np.floor(w / w.sum() * 256).astype(np.int64)
+    share[0] += 256 - share.sum()
+    tables[T_VENUE] = np.repeat(np.arange(n_venues), share)
+    return tables
+
+
+class MarketState:
+    """State of a synthetic market: plain numpy arrays, copyable, owned here.
+
+    Create with :func:`new_market`. ``kernel_args()`` gives the state arrays in
+    the order :func:`generate` takes them.
+    """
+
+    def __init__(self, n_symbols, n_venues, seed, options, arrays):
+        self.n_symbols = n_symbols
+        self.n_venues = n_venues
+        self.seed = seed
+        self.options = dict(options)
+        self.names = symbol_names(n_symbols)
+        for name in STATE_ARRAYS:
+            setattr(self, name, arrays[name])
+
+    def kernel_args(self):
+        return tuple(getattr(self, name) for name in STATE_ARRAYS)
+
+    def copy(self):
+        """An independent state that continues the same stream."""
+        return MarketState(self.n_symbols, self.n_venues, self.seed, self.options,
+                           {name: getattr(self, name).copy() for name in STATE_ARRAYS})
+
+    @property
+    def events(self):
+        """Events generated so far."""
+        return int(self.ctl[C_EVENTS])
+
+    @property
+    def clock(self):
+        """The market clock (exch_ts of the last event), ns since the Unix epoch."""
+        return int(self.ctl[C_CLOCK])
+
+    def generate(self, n, seq0=0, recv_ts=0):
+        """Return the next ``n`` events as a new EVENT array.
+
+        >>> m = new_market(10, 2, seed=1)
+        >>> ev = m.generate(1000)
+        >>> int(ev["seq"][-1])
+        999
+        """
+        n = int(n)
+        if n < 0:
+            raise ValueError(f"generate: n must be >= 0, got {n}")
+        out = np.zeros(n, layout.EVENT)
+        if n:
+            generate(*self.kernel_args(), out, 0, (1 << 62) - 1, n, int(seq0), int(recv_ts))
+        return out
+
+    def generate_into(self, out, out_pos, n, seq0, recv_ts):
+        """Write ``n`` events into the ring ``out`` at position ``out_pos``."""
+        size = len(out)
+        if out.dtype != layout.EVENT or size == 0 or size & (size - 1):
+            raise ValueError("generate_into: out must be an EVENT array whose length is a power of two")
+        return generate(*self.kernel_args(), out, int(out_pos), size - 1, int(n), int(seq0),
+                        int(recv_ts))
+
+    def price_tick(self, symbol):
+        """Tick size of a symbol, in layout.PRICE_SCALE units."""
+        return int(self.tick[symbol])
+
+    def book(self, symbol, venue):
+        """Live orders of (symbol, venue) as {order_id: (side, price, qty)}."""
+        if not (0 <= symbol < self.n_symbols and 0 <= venue < self.n_venues):
+            raise ValueError(f"book: no (symbol {symbol}, venue {venue}) in this market")
+        orders = {}
+        for side in (BID, ASK):
+            b = (symbol * self.n_venues + venue) * 2 + side
+            for j in range(self.count[b]):
+                orders[int(self.order_id[b, j])] = (
+                    side, int(self.order_px[b, j]) * int(self.tick[symbol]), int(self.order_qty[b, j]))
+        return orders
+
+
+def new_market(n_symbols, n_venues, seed, **options):
+    """Create a market of ``n_symbols`` symbols on ``n_venues`` venues.
+
+    Options (see ``DEFAULT_OPTIONS``) override the defaults::
+
+        m = new_market(500, 4, seed=42, p_clear=1e-4)
+    """
+    if isinstance(n_symbols, bool) or not isinstance(n_symbols, (int, np.integer)) \
+            or not 1 <= n_symbols <= layout.MAX_SYMBOLS:
+        raise ValueError(f"new_market: n_symbols must be an integer in 1..{layout.MAX_SYMBOLS}, "
+                         f"got {n_symbols!r}")
+    if isinstance(n_venues, bool) or not isinstance(n_venues, (int, np.integer)) \
+            or not 1 <= n_venues <= layout.MAX_VENUES:
+        raise ValueError(f"new_market: n_venues must be an integer in 1..{layout.MAX_VENUES}, "
+                         f"got {n_venues!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 64:
+        raise ValueError(f"new_market: seed must be an integer in 0..2**64-1, got {seed!r}")
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise ValueError(f"new_market: unknown option(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(DEFAULT_OPTIONS)}")
+    opt = dict(DEFAULT_OPTIONS, **options)
+    n_symbols = int(n_symbols)
+    n_venues = int(n_venues)
+
+    for name, value in opt.items():
+        if name.startswith("p_"):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"new_market: option {name} must be a probability in 0..1, got {value!r}")
+    if not 2 <= int(opt["capacity"]) <= 255:
+        raise ValueError(f"new_market: option capacity must be in 2..255, got {opt['capacity']!r}")
+    if not 1 <= int(opt["depth"]) <= int(opt["capacity"]):
+        raise ValueError(f"new_market: option depth must be in 1..capacity, got {opt['depth']!r}")
+    if not 0 <= int(opt["max_offset"]) <= 16:
+        raise ValueError(f"new_market: option max_offset must be in 0..16, got {opt['max_offset']!r}")
+    if not 0 <= float(opt["mean_gap_ns"]) <= 1e9:
+        raise ValueError(f"new_market: option mean_gap_ns must be in 0..1e9, got {opt['mean_gap_ns']!r}")
+    if not 0.0 <= float(opt["zipf"]) <= 4.0:
+        raise ValueError(f"new_market: option zipf must be in 0..4, got {opt['zipf']!r}")
+    per_event = sum(float(opt[p]) for p in
+                    ("p_cancel", "p_replace", "p_take", "p_execute_price", "p_trade", "p_clear"))
+    if per_event > 0.9:
+        raise ValueError(f"new_market: p_cancel + p_replace + p_take + p_execute_price + p_trade "
+                         f"+ p_clear must leave room for adds and deletes (<= 0.9), got {per_event:.3g}")
+
+    capacity = int(opt["capacity"])
+    n_books = n_symbols * n_venues * 2
+    rng = np.array([seed], np.uint64)
+    ctl = np.zeros(C_LEN, np.int64)
+    ctl[C_N_SYMBOLS] = n_symbols
+    ctl[C_N_VENUES] = n_venues
+    ctl[C_CAPACITY] = capacity
+    ctl[C_DEPTH] = int(opt["depth"])
+    ctl[C_CLOCK] = EPOCH_NS
+    ctl[C_NEXT_ID] = 1
+    prm = np.zeros(P_LEN, np.int64)
+    for index, name in ((P_CANCEL, "p_cancel"), (P_REPLACE, "p_replace"), (P_TAKE, "p_take"),
+                        (P_EXECUTE_PRICE, "p_execute_price"), (P_TRADE, "p_trade"),
+                        (P_CLEAR, "p_clear"), (P_NON_PRINTABLE, "p_non_printable"),
+                        (P_MARKETABLE, "p_marketable"), (P_LOCK, "p_lock"),
+                        (P_ARBITRAGE, "p_arbitrage"), (P_FAIR_STEP, "p_fair_step"),
+                        (P_OFFSET_STEP, "p_offset_step")):
+        prm[index] = _threshold(float(opt[name]))
+    prm[P_MAX_OFFSET] = int(opt["max_offset"])
+
+    sym_alias = np.zeros((n_symbols, 2), np.int64)
+    tick = np.zeros(n_symbols, np.int64)
+    fair = np.zeros(n_symbols, np.int64)
+    _init_symbols(rng, n_symbols, float(opt["zipf"]), sym_alias, tick, fair)
+    arrays = {
+        "rng": rng,
+        "ctl": ctl,
+        "prm": prm,
+        "sym_alias": sym_alias,
+        "tick": tick,
+        "fair": fair,
+        "voff": np.zeros(n_symbols * n_venues, np.int64),
+        "best": np.tile(np.array([0, ASK_EMPTY], np.int64), n_symbols * n_venues),
+        "count": np.zeros(n_books, np.int64),
+        "order_id": np.zeros((n_books, capacity), np.uint64),
+        "order_px": np.zeros((n_books, capacity), np.int32),
+        "order_qty": np.zeros((n_books, capacity), np.int32),
+        "tables": _tables(n_venues, float(opt["mean_gap_ns"])),
+    }
+    return MarketState(n_symbols, n_venues, int(seed), opt, arrays)

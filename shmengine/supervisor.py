@@ -1,0 +1,210 @@
+"""Supervisor: creates an engine's segments, starts and watches its processes,
+drains and stops it, and leaves nothing behind.
+
+States go starting -> running -> draining -> stopped (or failed), always
+through ``_set_state``. A process that dies or stops heartbeating fails the
+engine: the supervisor says which and why, stops the rest, removes every
+segment and exits non-zero.
+"""
+import multiprocessing
+import os
+import signal
+import sys
+import time
+
+import psutil
+
+from . import layout as L
+from . import process as P
+from ._core import lib
+from .config import cpu_plan
+from .export import save_table
+from .hist import percentiles
+from .market import symbol_names
+from .segments import EngineSegments
+
+POLL_S = 0.05
+STARTUP_GRACE_S = 120.0   # a cold numba cache compiles for tens of seconds
+DRAIN_TIMEOUT_S = 30.0
+
+
+class EngineFailed(Exception):
+    pass
+
+
+def process_label(proc, n_workers):
+    if proc == P.FEED:
+        return "feed"
+    if proc == P.aggregator_proc(n_workers):
+        return "aggregator"
+    return f"worker {proc - 1}"
+
+
+def describe_exit(code):
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class Supervisor:
+    def __init__(self, cfg, out=sys.stdout):
+        self.cfg = cfg
+        self.out = out
+        self.segs = None
+        self.children = []
+        self.stop_requested = False
+        self.started_ns = 0
+
+    def _set_state(self, state):
+        self.segs.info["run_state"] = state
+
+    def _on_signal(self, signum, frame):
+        self.stop_requested = True
+
+    def start(self):
+        cfg = self.cfg
+        me = psutil.Process()
+        self.segs = EngineSegments.create(cfg, symbol_names(cfg.symbols), os.getpid(),
+                                          int(me.create_time() * 1000))
+        cpus = cpu_plan(cfg)
+        ctx = multiprocessing.get_context("fork")
+        specs = [(P.run_feed, (cfg.name, cfg, cpus[0]))]
+        specs += [(P.run_worker, (cfg.name, cfg, w, cpus[1 + w])) for w in range(cfg.workers)]
+        specs += [(P.run_aggregator, (cfg.name, cfg, cpus[-1]))]
+        self.started_ns = lib.shme_monotonic_ns()
+        for target, args in specs:
+            p = ctx.Process(target=target, args=args, daemon=True)
+            p.start()
+            self.children.append(p)
+
+    def _check_children(self, startup):
+        now = lib.shme_monotonic_ns()
+        procs = self.segs.stats.procs
+        for i, p in enumerate(self.children):
+            code = p.exitcode
+            if code is not None and code != 0:
+                raise EngineFailed(f"{process_label(i, self.cfg.workers)} (pid {p.pid}) "
+                                   f"{describe_exit(code)}")
+            beat = int(procs[i]["heartbeat_ns"])
+            limit = STARTUP_GRACE_S if startup or beat == 0 else self.cfg.heartbeat_timeout
+            since = (now - (beat or self.started_ns)) / 1e9
+            if code is None and since > limit:
+                raise EngineFailed(f"{process_label(i, self.cfg.workers)} (pid {p.pid}) sent no "
+                                   f"heartbeat for {since:.1f} s: hung")
+
+    def wait(self):
+        """Run until stopped, the event limit or the duration; returns the exit code."""
+        cfg = self.cfg
+        t_start = time.monotonic()
+        running = False
+        draining_since = None
+        while True:
+            self._check_children(startup=not running)
+            procs = self.segs.stats.procs
+            if not running and all(int(s) == L.RUN_RUNNING for s in procs["state"]):
+                running = True
+                self._set_state(L.RUN_RUNNING)
+            if all(p.exitcode == 0 for p in self.children):
+                return 0
+            over = cfg.duration and time.monotonic() - t_start >= cfg.duration
+            if (self.stop_requested or over or self.segs.info["stop_request"]) \
+                    and draining_since is None:
+                self.segs.info["stop_request"] = 1
+                self._set_state(L.RUN_DRAINING)
+                draining_since = time.monotonic()
+            if draining_since is not None and time.monotonic() - draining_since > DRAIN_TIMEOUT_S:
+                raise EngineFailed(f"the engine did not drain within {DRAIN_TIMEOUT_S:.0f} s")
+            if cfg.events and procs[P.FEED]["events"] >= cfg.events and draining_since is None:
+                self._set_state(L.RUN_DRAINING)
+                draining_since = time.monotonic()
+            time.sleep(POLL_S)
+
+    def linger(self):
+        self.segs.info["stop_request"] = 0
+        while not (self.stop_requested or self.segs.info["stop_request"]):
+            time.sleep(POLL_S)
+
+    def kill_children(self):
+        for p in self.children:
+            if p.exitcode is None:
+                p.kill()
+        for p in self.children:
+            p.join(timeout=5)
+
+    def summary(self, elapsed_s):
+        stats = self.segs.stats
+        feed = stats.procs[P.FEED]
+        events = int(feed["events"])
+        pct, count = percentiles(stats.hist)
+        workers = stats.procs[1:1 + self.cfg.workers]
+        lines = [
+            f"engine {self.cfg.name}: {events:,} events in {elapsed_s:.2f} s "
+            f"({events / max(elapsed_s, 1e-9):,.0f} events/s), "
+            f"{int(self.segs.snap.header['results']):,} results, "
+            f"{self.cfg.workers} worker(s), wait {self.cfg.wait}",
+            "latency receive -> snapshot (ns): " + "  ".join(
+                f"p{p:g} {v:,}" for p, v in pct.items()) + f"  ({count:,} samples)",
+        ]
+        drops = int(feed["drops"])
+        unknown = int(workers["unknown_orders"].sum())
+        bad = int(workers["bad_events"].sum())
+        overflow = int(workers["book_overflows"].sum())
+        if drops or unknown or bad or overflow:
+            lines.append(f"dropped {drops:,}, unknown orders {unknown:,}, bad events {bad:,}, "
+                         f"book overflows {overflow:,}")
+        return "\n".join(lines)
+
+    def close(self):
+        if self.segs is not None:
+            self.segs.close()
+            self.segs.unlink()
+            self.segs = None
+
+
+def run(cfg, out=sys.stdout, err=sys.stderr):
+    """Run an engine to the end; returns the process exit code."""
+    sup = Supervisor(cfg, out)
+    old = {s: signal.signal(s, sup._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        sup.start()
+        print(f"engine {cfg.name} running: {cfg.symbols} symbols, {cfg.venues} venues, "
+              f"{cfg.workers} worker(s), pid {os.getpid()}", file=out, flush=True)
+        try:
+            code = sup.wait()
+        except EngineFailed as exc:
+            sup._set_state(L.RUN_FAILED)
+            sup.kill_children()
+            print(f"shmengine: engine {cfg.name} failed: {exc}; stopped it", file=err, flush=True)
+            return 1
+        elapsed = (lib.shme_monotonic_ns() - sup.started_ns) / 1e9
+        sup._set_state(L.RUN_STOPPED)
+        if cfg.linger:
+            print(f"engine {cfg.name} drained; serving its final state until "
+                  f"`shmengine stop {cfg.name}`", file=out, flush=True)
+            sup.linger()
+        if cfg.save_snapshot:
+            save_table(cfg.save_snapshot, sup.segs.snap.table(), sup.segs.symbol_names())
+        print(sup.summary(elapsed), file=out, flush=True)
+        if cfg.save_snapshot:
+            print(f"snapshot table saved to {cfg.save_snapshot}", file=out, flush=True)
+        return 0
+    finally:
+        sup.kill_children()
+        sup.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def engine_alive(info):
+    """True if the engine's supervisor (pid and start time) still runs."""
+    pid = int(info["supervisor_pid"])
+    try:
+        p = psutil.Process(pid)
+        return int(p.create_time() * 1000) == int(info["supervisor_start"])
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
