@@ -155,8 +155,7 @@ class Engine:
             "results": int(hdr["results"]),
             "locked": int(hdr["locked"]),
             "crossed": int(hdr["crossed"]),
-            "processes": [dict(zip(procs.dtype.names, (v.item() if hasattr(v, "item") else v
-                                                          for v in row)))
+            "processes": [{f: row[f].item() for f in procs.dtype.names if not f.startswith("_")}
                           for row in procs],
             "latency_ns": pct,
             "latency_samples": count,

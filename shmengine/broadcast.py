@@ -71,7 +71,13 @@ class BroadcastRing(Ring):
 
     def reader(self, position=None):
         """A private read cursor starting at ``position`` (default: the current tail)."""
-        return BroadcastReader(self, tail(self.hdr64) if position is None else position)
+        reader = BroadcastReader(self, tail(self.hdr64))
+        try:
+            reader.poll(0)  # compile or load the read kernel before taking the position
+        except Lapped:
+            pass
+        reader.position = tail(self.hdr64) if position is None else position
+        return reader
 
 
 class Lapped(Exception):

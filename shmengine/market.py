@@ -53,7 +53,10 @@ Example::
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import layout
 
@@ -128,6 +131,7 @@ STATE_ARRAYS = ("rng", "ctl", "prm", "sym_alias", "tick", "fair", "voff",
                 "best", "count", "order_id", "order_px", "order_qty", "tables")
 
 _M32 = np.uint64(0xFFFFFFFF)
+_NO_ID = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 # ---------------------------------------------------------------- names
@@ -166,6 +170,25 @@ def symbol_names(n):
 
 # ---------------------------------------------------------------- kernels
 
+@intrinsic
+def _prefetch(typingctx, row, index):
+    """Ask the CPU to pull row[index] into cache; no effect on results."""
+    if not (isinstance(row, types.Array) and row.ndim == 1 and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        address = builder.bitcast(builder.gep(array.data, [args[1]]), i8p)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(fn, [address, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return types.void(row, index), codegen
+
+
 @njit(cache=True, inline='always')
 def _next(rng):
     # splitmix64: one 64-bit word of state, passes BigCrush, a handful of ops
@@ -174,6 +197,17 @@ def _next(rng):
     z = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline='always')
+def _decode(r0, r1, n_symbols, sym_alias, tables):
+    """Symbol (Zipf-like, by the alias method), venue and side of an event."""
+    s = np.int64(((r0 >> np.uint64(32)) * np.uint64(n_symbols)) >> np.uint64(32))
+    alias = sym_alias[s, 1]
+    s = s if np.int64(r0 & _M32) < sym_alias[s, 0] else alias
+    v = tables[T_VENUE, np.int64(r1 >> np.uint64(8)) & 255]
+    side = np.int64(r1 >> np.uint64(16)) & 1
+    return s, v, side
 
 
 @njit(cache=True, inline='always')
@@ -199,13 +233,11 @@ def _rescan(best, count, order_px, b):
     if b & 1 == BID:
         m = 0
         for j in range(n):
-            if order_px[b, j] > m:
-                m = order_px[b, j]
+            m = max(m, np.int64(order_px[b, j]))
     else:
         m = ASK_EMPTY
         for j in range(n):
-            if order_px[b, j] < m:
-                m = order_px[b, j]
+            m = min(m, np.int64(order_px[b, j]))
     best[b] = m
 
 
@@ -240,12 +272,12 @@ def _remove(best, count, order_id, order_px, order_qty, b, j):
 @njit(cache=True, inline='always')
 def _oldest_at_best(best, count, order_id, order_px, b):
     px = best[b]
-    k = -1
-    kid = np.uint64(0)
+    k = 0
+    kid = _NO_ID
     for j in range(count[b]):
-        if order_px[b, j] == px and (k < 0 or order_id[b, j] < kid):
-            k = j
-            kid = order_id[b, j]
+        oid = order_id[b, j] if order_px[b, j] == px else _NO_ID
+        k = j if oid < kid else k
+        kid = min(oid, kid)
     return k
 
 
@@ -281,15 +313,14 @@ def _consolidated(best, base, n_venues):
 
 
 @njit(cache=True, inline='always')
-def _comply(rng, prm, best, base, n_venues, side, px):
+def _comply(rng, prm, cbid, cask, side, px):
     """Move an order that would lock or cross another venue one tick behind it,
-    except for the share p_lock let through."""
-    bid, ask = _consolidated(best, base, n_venues)
+    except for the share p_lock let through. cbid, cask: consolidated quote."""
     if side == BID:
-        if px >= ask and not _chance(_next(rng), prm[P_LOCK]):
-            return ask - 1
-    elif bid > 0 and px <= bid and not _chance(_next(rng), prm[P_LOCK]):
-        return bid + 1
+        if px >= cask and not _chance(_next(rng), prm[P_LOCK]):
+            return cask - 1
+    elif cbid > 0 and px <= cbid and not _chance(_next(rng), prm[P_LOCK]):
+        return cbid + 1
     return px
 
 
@@ -339,7 +370,8 @@ def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, ord
                 return
             ctl[C_AGG_ACTIVE] = 0
             if ctl[C_AGG_REST] and rem > 0 and count[b] < capacity:
-                px = _comply(rng, prm, best, s * n_venues * 2, n_venues, side, lim)
+                cbid, cask = _consolidated(best, s * n_venues * 2, n_venues)
+                px = _comply(rng, prm, cbid, cask, side, lim)
                 if px >= 1:
                     oid = np.uint64(ctl[C_NEXT_ID])
                     ctl[C_NEXT_ID] += 1
@@ -349,16 +381,30 @@ def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, ord
                     return
             continue
 
-        # A new independent event: symbol (Zipf-like, alias method), venue, side.
-        r0 = _next(rng)
-        s = _below(r0, n_symbols)
-        if np.int64(r0 & _M32) >= sym_alias[s, 0]:
-            s = sym_alias[s, 1]
-        r1 = _next(rng)
+        # A new independent event. Its random words were drawn one event ahead,
+        # so that its book could be prefetched while the last event was built.
+        r0 = rng[1]
+        r1 = rng[2]
+        rng[1] = _next(rng)
+        rng[2] = _next(rng)
+        s, v, side = _decode(rng[1], rng[2], n_symbols, sym_alias, tables)
+        sv = s * n_venues + v
+        b = sv * 2 + side
+        _prefetch(best, s * n_venues * 2)
+        _prefetch(best, s * n_venues * 2 + 8)
+        _prefetch(count, b)
+        _prefetch(fair, s)
+        _prefetch(voff, sv)
+        for h in range(sv * 2, sv * 2 + 2):
+            _prefetch(order_px[h], 0)
+            _prefetch(order_px[h], 16)
+            _prefetch(order_qty[h], 0)
+            _prefetch(order_id[h], 0)
+            _prefetch(order_id[h], 8)
+
+        s, v, side = _decode(r0, r1, n_symbols, sym_alias, tables)
         ctl[C_CLOCK] += tables[T_GAP, _field(r1, 0, 8)]
         ts = ctl[C_CLOCK]
-        v = tables[T_VENUE, _field(r1, 8, 8)]
-        side = _field(r1, 16, 1)
         sv = s * n_venues + v
         base = s * n_venues * 2
         if _field(r1, 24, 16) < (prm[P_FAIR_STEP] >> 16):
@@ -372,6 +418,7 @@ def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, ord
                 voff[sv] = o
         ref = fair[s] + voff[sv]  # the venue quotes bids at or below ref, asks above
         b = sv * 2 + side
+        tk = tick[s]
         ob = b ^ 1
         n = count[b]
 
@@ -408,7 +455,7 @@ def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, ord
                         c = 1 + _below(r << np.uint64(32), q - 1)
                     order_qty[b, j] = q - c
                     _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_CANCEL, side,
-                          order_px[b, j] * tick[s], c, order_id[b, j], np.uint64(0), 0)
+                          order_px[b, j] * tk, c, order_id[b, j], np.uint64(0), 0)
                     return
         t += prm[P_REPLACE]
         if u < t:
@@ -424,7 +471,7 @@ def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, ord
                         px = best[ob] - 1
                 elif px <= best[ob]:
                     px = best[ob] + 1
-                px = _comply(rng, prm, best, base, n_venues, side, px)
+                px = _comply(rng, prm, cbid, cask, side, px)
                 if px >= 1:
                     old_px = order_px[b, j]
                     old_id = order_id[b, j]
@@ -439,7 +486,7 @@ def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, ord
                     elif old_px == best[b]:
                         _rescan(best, count, order_px, b)
                     _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_REPLACE, side,
-                          px * tick[s], q, old_id, oid, 0)
+                          px * tk, q, old_id, oid, 0)
                     return
         t += prm[P_TAKE]
         if u < t:
@@ -462,7 +509,7 @@ def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, ord
                 px = order_px[ob, j] + (1 if _field(r, 1, 1) or order_px[ob, j] <= 1 else -1)
                 flags = layout.FLAG_NON_PRINTABLE if _field(r, 2, 16) < (prm[P_NON_PRINTABLE] >> 16) else 0
                 _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_EXECUTE_PRICE, side ^ 1,
-                      px * tick[s], fill, order_id[ob, j], np.uint64(0), flags)
+                      px * tk, fill, order_id[ob, j], np.uint64(0), flags)
                 if fill == q:
                     _remove(best, count, order_id, order_px, order_qty, ob, j)
                 else:
@@ -474,7 +521,7 @@ def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, ord
             vb = best[sv * 2]
             va = best[sv * 2 + 1]
             px = (vb + va) >> 1 if (vb > 0 and va < ASK_EMPTY) else ref
-            _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_TRADE, side, max(px, 1) * tick[s],
+            _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_TRADE, side, max(px, 1) * tk,
                   tables[T_QTY, _field(r, 0, 8)], np.uint64(0), np.uint64(0), 0)
             return
         t += prm[P_CLEAR]
@@ -504,19 +551,19 @@ def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, ord
                 ctl[C_AGG_REST] = 1
                 ctl[C_AGG_ACTIVE] = 1
                 continue
-            px = _comply(rng, prm, best, base, n_venues, side, px)
+            px = _comply(rng, prm, cbid, cask, side, px)
             if px >= 1:
                 oid = np.uint64(ctl[C_NEXT_ID])
                 ctl[C_NEXT_ID] += 1
                 _insert(best, count, order_id, order_px, order_qty, b, oid, px, q)
-                _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_ADD, side, px * tick[s], q,
+                _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_ADD, side, px * tk, q,
                       oid, np.uint64(0), 0)
                 return
             if n == 0:
                 continue
         # orders far from the quote go first
         j = _pick(order_px, b, n, _next(rng), ref + side, True)
-        _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_DELETE, side, order_px[b, j] * tick[s],
+        _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_DELETE, side, order_px[b, j] * tk,
               order_qty[b, j], order_id[b, j], np.uint64(0), 0)
         _remove(best, count, order_id, order_px, order_qty, b, j)
         return
@@ -590,6 +637,12 @@ def _init_symbols(rng, n_symbols, zipf, sym_alias, tick, fair):
             ns += 1
 
 
+@njit(cache=True)
+def _predraw(rng):
+    rng[1] = _next(rng)
+    rng[2] = _next(rng)
+
+
 # ---------------------------------------------------------------- wrapper
 
 def _threshold(p):
@@ -616,6 +669,21 @@ def _tables(n_venues, mean_gap_ns):
     return tables
 
 
+def _zeros(shape, dtype):
+    """np.zeros whose first element starts a cache line, so a book row spans as few as it can."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(nbytes + layout.CACHE_LINE, np.uint8)
+    skip = -raw.ctypes.data % layout.CACHE_LINE
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
+
+
+def _copy(a):
+    c = _zeros(a.shape, a.dtype)
+    c[...] = a
+    return c
+
+
 class MarketState:
     """State of a synthetic market: plain numpy arrays, copyable, owned here.
 
@@ -638,7 +706,7 @@ class MarketState:
     def copy(self):
         """An independent state that continues the same stream."""
         return MarketState(self.n_symbols, self.n_venues, self.seed, self.options,
-                           {name: getattr(self, name).copy() for name in STATE_ARRAYS})
+                           {name: _copy(getattr(self, name)) for name in STATE_ARRAYS})
 
     @property
     def events(self):
@@ -738,7 +806,8 @@ def new_market(n_symbols, n_venues, seed, **options):
 
     capacity = int(opt["capacity"])
     n_books = n_symbols * n_venues * 2
-    rng = np.array([seed], np.uint64)
+    # rng: splitmix64 state, then the two words of the next independent event
+    rng = np.array([seed, 0, 0], np.uint64)
     ctl = np.zeros(C_LEN, np.int64)
     ctl[C_N_SYMBOLS] = n_symbols
     ctl[C_N_VENUES] = n_venues
@@ -760,6 +829,7 @@ def new_market(n_symbols, n_venues, seed, **options):
     tick = np.zeros(n_symbols, np.int64)
     fair = np.zeros(n_symbols, np.int64)
     _init_symbols(rng, n_symbols, float(opt["zipf"]), sym_alias, tick, fair)
+    _predraw(rng)
     arrays = {
         "rng": rng,
         "ctl": ctl,
@@ -768,11 +838,11 @@ def new_market(n_symbols, n_venues, seed, **options):
         "tick": tick,
         "fair": fair,
         "voff": np.zeros(n_symbols * n_venues, np.int64),
-        "best": np.tile(np.array([0, ASK_EMPTY], np.int64), n_symbols * n_venues),
-        "count": np.zeros(n_books, np.int64),
-        "order_id": np.zeros((n_books, capacity), np.uint64),
-        "order_px": np.zeros((n_books, capacity), np.int32),
-        "order_qty": np.zeros((n_books, capacity), np.int32),
+        "best": _copy(np.tile(np.array([0, ASK_EMPTY], np.int64), n_symbols * n_venues)),
+        "count": _zeros(n_books, np.int64),
+        "order_id": _zeros((n_books, capacity), np.uint64),
+        "order_px": _zeros((n_books, capacity), np.int32),
+        "order_qty": _zeros((n_books, capacity), np.int32),
         "tables": _tables(n_venues, float(opt["mean_gap_ns"])),
     }
     return MarketState(n_symbols, n_venues, int(seed), opt, arrays)

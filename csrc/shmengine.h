@@ -1,0 +1,785 @@
+/* shmengine.h: read-only access to a running shmengine from C and C++.
+ *
+ * The layout half of this header mirrors shmengine/layout.py, the single
+ * source of truth for every shared-memory format; tests/test_layout.py holds
+ * the two equal. The API half attaches to an engine's meta, snap and bcast
+ * segments read-only, reads consistent snapshot rows and follows the
+ * broadcast stream. Header-only: include it and build with -std=gnu11 (or
+ * define _POSIX_C_SOURCE 200809L with -std=c11).
+ *
+ *     shme_engine eng;
+ *     int rc = shme_attach(&eng, "default");
+ *     if (rc != SHME_OK) { fprintf(stderr, "%s\n", shme_strerror(rc)); return 1; }
+ *     int sym = shme_symbol_id(&eng, "AAPL");
+ *     shme_reader rd;
+ *     shme_subscribe(&eng, &rd);            // subscribe first, then snapshot:
+ *     struct shme_snapshot row;             // the stream overlaps the row
+ *     shme_snapshot(&eng, (uint32_t)sym, &row);
+ *     shme_result buf[256];
+ *     for (;;) {
+ *         int64_t n = shme_poll(&rd, buf, 256);
+ *         if (n == SHME_LAPPED) { ... resynchronise from shme_snapshot ... }
+ *         ...
+ *     }
+ *     shme_detach(&eng);
+ *
+ * Nothing here writes to shared memory: a strategy cannot disturb the
+ * engine and the engine never waits for a strategy. Functions return
+ * SHME_OK (0) or a negative SHME_E* code; shme_strerror() says what to do.
+ */
+#ifndef SHMENGINE_H
+#define SHMENGINE_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef __cplusplus
+extern "C" {
+#define SHME_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define SHME_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+/* ------------------------------------------------------------ constants */
+
+#define SHME_MAGIC 0x31454E49474D4853ULL /* "SHMGINE1" read as little-endian u64 */
+#define SHME_LAYOUT_VERSION 1
+#define SHME_CACHE_LINE 64
+#define SHME_PAD 128 /* contended cursors sit this far apart */
+
+#define SHME_PRICE_SCALE 10000 /* int64 fixed point: units per currency unit */
+#define SHME_MAX_VENUES 8
+#define SHME_TOP_LEVELS 5
+#define SHME_SYMBOL_NAME_LEN 16
+#define SHME_MAX_SYMBOLS 10000
+#define SHME_MAX_WORKERS 64
+
+/* segment kinds */
+#define SHME_SEG_META 1
+#define SHME_SEG_STATS 2
+#define SHME_SEG_RING 3
+#define SHME_SEG_SNAP 4
+#define SHME_SEG_BCAST 5
+
+/* segment states */
+#define SHME_STATE_BUILDING 0
+#define SHME_STATE_READY 1
+
+/* event types (NASDAQ ITCH 5.0 order semantics) */
+#define SHME_EV_ADD 1
+#define SHME_EV_EXECUTE 2
+#define SHME_EV_EXECUTE_PRICE 3
+#define SHME_EV_CANCEL 4
+#define SHME_EV_DELETE 5
+#define SHME_EV_REPLACE 6
+#define SHME_EV_TRADE 7
+#define SHME_EV_CLEAR 8
+#define SHME_EV_WATERMARK 9
+#define SHME_EV_END 10
+
+#define SHME_SIDE_BID 0
+#define SHME_SIDE_ASK 1
+
+#define SHME_FLAG_NON_PRINTABLE 1 /* event flag */
+
+/* result kinds; WATERMARK and END never reach the broadcast ring */
+#define SHME_RES_QUOTE 1
+#define SHME_RES_TRADE 2
+#define SHME_RES_CLEAR 3
+#define SHME_RES_WATERMARK 9
+#define SHME_RES_END 10
+
+/* result and snapshot flags */
+#define SHME_RFLAG_LOCKED 1  /* consolidated best bid == best ask */
+#define SHME_RFLAG_CROSSED 2 /* consolidated best bid > best ask */
+
+#define SHME_NO_VENUE 255
+#define SHME_EMPTY_PRICE 0 /* a side with no order has price 0 and quantity 0 */
+
+/* ring segments: offsets into the whole segment */
+#define SHME_RING_CAPACITY_OFFSET 64
+#define SHME_RING_SLOT_SIZE_OFFSET 72
+#define SHME_RING_POLICY_OFFSET 80
+#define SHME_RING_PRODUCER_OFFSET 128        /* i64 tail, store-released by the writer */
+#define SHME_RING_PRODUCER_INTENT_OFFSET 136 /* i64 broadcast: position the writer is about to reach */
+#define SHME_RING_CONSUMER_OFFSET 256
+#define SHME_RING_CONSUMER_WAIT_OFFSET 384
+#define SHME_RING_CONSUMER_BELL_OFFSET 388
+#define SHME_RING_PRODUCER_WAIT_OFFSET 512
+#define SHME_RING_PRODUCER_BELL_OFFSET 516
+#define SHME_RING_DROPS_OFFSET 640
+#define SHME_RING_DATA_OFFSET 768
+
+#define SHME_POLICY_BLOCK 0
+#define SHME_POLICY_DROP 1
+
+/* snap segment */
+#define SHME_SNAP_HEADER_OFFSET 64
+#define SHME_SNAP_ROWS_OFFSET 256
+#define SHME_SNAPSHOT_SIZE 576 /* row stride: sizeof(struct shme_snapshot) */
+
+/* meta segment: names are n_symbols x SYMBOL_NAME_LEN NUL-padded ASCII,
+ * then the partition map (n_symbols u16 worker indices, 8-byte aligned) */
+#define SHME_META_INFO_OFFSET 64
+#define SHME_META_NAMES_OFFSET 256
+
+/* engine run states */
+#define SHME_RUN_STARTING 0
+#define SHME_RUN_RUNNING 1
+#define SHME_RUN_DRAINING 2
+#define SHME_RUN_STOPPED 3
+#define SHME_RUN_FAILED 4
+
+#define SHME_WAIT_SPIN 0
+#define SHME_WAIT_ADAPTIVE 1
+
+/* process roles in the stats block */
+#define SHME_ROLE_FEED 1
+#define SHME_ROLE_WORKER 2
+#define SHME_ROLE_AGGREGATOR 3
+
+/* stats segment; latency histogram in HdrHistogram layout */
+#define SHME_STATS_HEADER_OFFSET 64
+#define SHME_STATS_PROCS_OFFSET 128
+#define SHME_HIST_HIGHEST 10000000000LL
+#define SHME_HIST_DIGITS 3
+
+/* return codes (SHME_OK and SHME_ERROR as in shmengine_core.h) */
+#define SHME_OK 0
+#define SHME_ERROR (-1)     /* a system call failed: see errno */
+#define SHME_ENOENT (-2)    /* no engine of that name on this host */
+#define SHME_EBADSEG (-3)   /* not a shmengine segment, or malformed */
+#define SHME_EVERSION (-4)  /* written by a different layout version */
+#define SHME_ENOTREADY (-5) /* segment half-built */
+#define SHME_EDEAD (-6)     /* the engine's supervisor is gone; segments left behind */
+#define SHME_EACCES (-7)    /* segment belongs to another user */
+#define SHME_EINVAL (-8)    /* bad engine name or symbol id */
+#define SHME_EBUSY (-9)     /* a snapshot row stayed locked: the writer stopped mid-write */
+#define SHME_LAPPED (-10)   /* the reader fell a whole ring behind */
+
+/* ------------------------------------------------------------ layout */
+
+typedef struct shme_segment_header {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t kind;
+    uint64_t size;
+    uint32_t state; /* READY only once the creator has filled the segment */
+    uint32_t creator_pid;
+    int64_t created_ns;
+    uint8_t _pad[24];
+} shme_segment_header;
+
+typedef struct shme_event {
+    uint64_t seq;
+    int64_t exch_ts;
+    int64_t recv_ts;
+    int64_t price;
+    uint64_t order_id;
+    uint64_t new_order_id;
+    uint32_t qty;
+    uint32_t symbol;
+    uint8_t venue;
+    uint8_t type;
+    uint8_t side;
+    uint8_t flags;
+    uint32_t _pad;
+} shme_event;
+
+typedef struct shme_result {
+    uint64_t seq; /* seq of the event that caused this result */
+    int64_t exch_ts;
+    int64_t recv_ts;
+    int64_t proc_ts;
+    uint32_t symbol;
+    uint8_t venue;
+    uint8_t kind; /* SHME_RES_* */
+    uint8_t flags;
+    uint8_t event_type;
+    int64_t venue_bid_px; /* the event's venue, after the event */
+    int64_t venue_bid_qty;
+    int64_t venue_ask_px;
+    int64_t venue_ask_qty;
+    int64_t bid_px; /* NBBO */
+    int64_t bid_qty;
+    int64_t ask_px;
+    int64_t ask_qty;
+    uint8_t bid_venue;
+    uint8_t ask_venue;
+    uint8_t _pad0[6];
+    int64_t last_px;
+    int64_t last_qty;
+    int64_t volume;
+    int64_t notional;
+    int64_t trades;
+    int64_t level_bid_px[SHME_TOP_LEVELS];
+    int64_t level_bid_qty[SHME_TOP_LEVELS];
+    int64_t level_ask_px[SHME_TOP_LEVELS];
+    int64_t level_ask_qty[SHME_TOP_LEVELS];
+    uint8_t _pad1[8];
+} shme_result;
+
+/* No typedef: shme_snapshot() is the function that reads one, as with
+ * struct stat and stat(). _pad1 pads the row to whole cache lines. */
+struct shme_snapshot {
+    uint64_t seqlock; /* odd while the aggregator writes the row */
+    uint32_t symbol;
+    uint8_t flags; /* SHME_RFLAG_* */
+    uint8_t bid_venue;
+    uint8_t ask_venue;
+    uint8_t _pad0;
+    uint64_t last_seq;
+    int64_t last_exch_ts;
+    int64_t last_recv_ts;
+    int64_t publish_ts;
+    int64_t updates;
+    int64_t bid_px;
+    int64_t bid_qty;
+    int64_t ask_px;
+    int64_t ask_qty;
+    int64_t last_px;
+    int64_t last_qty;
+    int64_t last_trade_ts;
+    int64_t volume;
+    int64_t notional;
+    int64_t trades;
+    double vwap; /* currency units; 0 before the first trade */
+    int64_t level_bid_px[SHME_TOP_LEVELS];
+    int64_t level_bid_qty[SHME_TOP_LEVELS];
+    int64_t level_ask_px[SHME_TOP_LEVELS];
+    int64_t level_ask_qty[SHME_TOP_LEVELS];
+    int64_t venue_bid_px[SHME_MAX_VENUES];
+    int64_t venue_bid_qty[SHME_MAX_VENUES];
+    int64_t venue_ask_px[SHME_MAX_VENUES];
+    int64_t venue_ask_qty[SHME_MAX_VENUES];
+    uint8_t _pad1[16];
+};
+
+typedef struct shme_snap_header {
+    uint32_t n_symbols;
+    uint32_t n_venues;
+    uint32_t row_size;
+    uint32_t _pad0;
+    int64_t events;
+    int64_t results;
+    int64_t locked;
+    int64_t crossed;
+    uint64_t last_seq;
+    int64_t publish_ts;
+    uint8_t _pad1[64];
+} shme_snap_header;
+
+typedef struct shme_engine_info {
+    uint32_t supervisor_pid;
+    uint32_t n_symbols;
+    uint32_t n_venues;
+    uint32_t n_workers;
+    uint64_t ring_capacity;
+    uint64_t bcast_capacity;
+    uint64_t seed;
+    uint64_t supervisor_start; /* ms since the epoch, to tell pid reuse */
+    uint32_t run_state;        /* SHME_RUN_* */
+    uint32_t stop_request;
+    uint32_t wait; /* SHME_WAIT_* */
+    uint32_t _pad;
+} shme_engine_info;
+
+typedef struct shme_proc_stats {
+    uint32_t pid;
+    uint8_t role;
+    uint8_t index;
+    uint8_t _pad0[2];
+    int32_t cpu;
+    uint32_t state;
+    int64_t heartbeat_ns;
+    int64_t events;
+    int64_t results;
+    int64_t batches;
+    int64_t waits;
+    int64_t drops;
+    int64_t lag;
+    int64_t unknown_orders;
+    int64_t book_overflows;
+    int64_t bad_events;
+    uint32_t bell;
+    uint8_t _pad1[28];
+} shme_proc_stats;
+
+typedef struct shme_stats_header {
+    uint32_t n_procs;
+    uint32_t hist_len;
+    int64_t hist_total;
+    uint8_t _pad[48];
+} shme_stats_header;
+
+SHME_STATIC_ASSERT(sizeof(shme_segment_header) == SHME_CACHE_LINE, "segment header size");
+SHME_STATIC_ASSERT(offsetof(shme_segment_header, state) == 24, "segment header state");
+SHME_STATIC_ASSERT(sizeof(shme_event) == 64, "event size");
+SHME_STATIC_ASSERT(offsetof(shme_event, venue) == 56, "event venue");
+SHME_STATIC_ASSERT(sizeof(shme_result) == 320, "result size");
+SHME_STATIC_ASSERT(offsetof(shme_result, bid_venue) == 104, "result bid_venue");
+SHME_STATIC_ASSERT(offsetof(shme_result, level_bid_px) == 152, "result levels");
+SHME_STATIC_ASSERT(sizeof(struct shme_snapshot) == SHME_SNAPSHOT_SIZE, "snapshot row size");
+SHME_STATIC_ASSERT(sizeof(struct shme_snapshot) % SHME_CACHE_LINE == 0, "snapshot row lines");
+SHME_STATIC_ASSERT(offsetof(struct shme_snapshot, seqlock) == 0, "seqlock is the first word");
+SHME_STATIC_ASSERT(offsetof(struct shme_snapshot, vwap) == 136, "snapshot vwap");
+SHME_STATIC_ASSERT(offsetof(struct shme_snapshot, venue_ask_qty) == 496, "snapshot venues");
+SHME_STATIC_ASSERT(sizeof(shme_snap_header) == 128, "snap header size");
+SHME_STATIC_ASSERT(SHME_SNAP_HEADER_OFFSET + sizeof(shme_snap_header) <= SHME_SNAP_ROWS_OFFSET,
+                   "snap header fits before the rows");
+SHME_STATIC_ASSERT(sizeof(shme_engine_info) == 64, "engine info size");
+SHME_STATIC_ASSERT(offsetof(shme_engine_info, run_state) == 48, "engine info run_state");
+SHME_STATIC_ASSERT(SHME_META_INFO_OFFSET + sizeof(shme_engine_info) <= SHME_META_NAMES_OFFSET,
+                   "engine info fits before the names");
+SHME_STATIC_ASSERT(sizeof(shme_proc_stats) == 128, "proc stats size");
+SHME_STATIC_ASSERT(offsetof(shme_proc_stats, bell) == 96, "proc stats bell");
+SHME_STATIC_ASSERT(sizeof(shme_stats_header) == 64, "stats header size");
+SHME_STATIC_ASSERT(SHME_RING_PRODUCER_INTENT_OFFSET - SHME_RING_PRODUCER_OFFSET < SHME_PAD,
+                   "intent shares the tail's padded block");
+SHME_STATIC_ASSERT(SHME_RING_CONSUMER_OFFSET - SHME_RING_PRODUCER_OFFSET >= SHME_PAD,
+                   "cursors are PAD apart");
+
+static inline size_t shme_names_nbytes(uint32_t n_symbols)
+{
+    return (size_t)n_symbols * SHME_SYMBOL_NAME_LEN;
+}
+
+static inline size_t shme_partition_offset(uint32_t n_symbols)
+{
+    return SHME_META_NAMES_OFFSET + (shme_names_nbytes(n_symbols) + 7) / 8 * 8;
+}
+
+static inline size_t shme_meta_size(uint32_t n_symbols)
+{
+    return shme_partition_offset(n_symbols) + ((size_t)2 * n_symbols + 7) / 8 * 8;
+}
+
+static inline size_t shme_snap_size(uint32_t n_symbols)
+{
+    return SHME_SNAP_ROWS_OFFSET + (size_t)n_symbols * SHME_SNAPSHOT_SIZE;
+}
+
+static inline size_t shme_ring_size(uint64_t capacity, uint64_t slot_size)
+{
+    return SHME_RING_DATA_OFFSET + (size_t)(capacity * slot_size);
+}
+
+/* ------------------------------------------------------------ ordering verbs */
+
+static inline int64_t shme_get_acquire_i64(const void *p)
+{
+    return __atomic_load_n((const int64_t *)p, __ATOMIC_ACQUIRE);
+}
+
+static inline uint64_t shme_get_acquire_u64(const void *p)
+{
+    return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE);
+}
+
+static inline uint32_t shme_get_acquire_u32(const void *p)
+{
+    return __atomic_load_n((const uint32_t *)p, __ATOMIC_ACQUIRE);
+}
+
+static inline uint64_t shme_get_relaxed_u64(const void *p)
+{
+    return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+}
+
+/* Earlier loads stay before every later load and store. */
+static inline void shme_acquire(void)
+{
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+}
+
+static inline void shme_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Copy words that a writer may change meanwhile: relaxed loads, so the race
+ * is defined; plain stores through memcpy, so dst may be any type. The
+ * caller's fence and re-check decide whether the copy is good. */
+static inline void shme_copy_relaxed(void *dst, const void *src, size_t words)
+{
+    const uint64_t *s = (const uint64_t *)src;
+    unsigned char *d = (unsigned char *)dst;
+    for (size_t k = 0; k < words; k++) {
+        uint64_t w = shme_get_relaxed_u64(s + k);
+        memcpy(d + 8 * k, &w, 8);
+    }
+}
+
+/* ------------------------------------------------------------ attach API */
+
+typedef struct shme_engine {
+    const shme_engine_info *info;
+    const shme_snap_header *snap_header;
+    const struct shme_snapshot *rows;
+    const uint8_t *bcast; /* broadcast ring segment */
+    uint32_t n_symbols;
+    uint32_t n_venues;
+    char (*names)[SHME_SYMBOL_NAME_LEN + 1]; /* NUL-terminated copies */
+    const uint8_t *meta;
+    const uint8_t *snap;
+    size_t meta_size;
+    size_t snap_size;
+    size_t bcast_size;
+} shme_engine;
+
+/* A private cursor on the broadcast ring: the reader never writes to the
+ * segment, so any number of readers cost the engine nothing. */
+typedef struct shme_reader {
+    const uint8_t *ring;
+    const shme_result *slots;
+    int64_t capacity;
+    int64_t position; /* next record to read */
+    int64_t missed;   /* records lost to laps so far */
+} shme_reader;
+
+static inline const char *shme_strerror(int code)
+{
+    switch (code) {
+    case SHME_OK: return "ok";
+    case SHME_ERROR: return "system call failed (see errno)";
+    case SHME_ENOENT: return "no engine of that name is running on this host "
+                             "(start one with `shmengine run --name NAME`)";
+    case SHME_EBADSEG: return "segment is not a valid shmengine segment (foreign or corrupt): "
+                              "run `shmengine cleanup`";
+    case SHME_EVERSION: return "engine was built with another layout version: rebuild "
+                               "against its shmengine.h, or run `shmengine cleanup` if stale";
+    case SHME_ENOTREADY: return "engine is still being created (or its creator died): "
+                                "try again, or run `shmengine cleanup`";
+    case SHME_EDEAD: return "engine is not running (its supervisor is gone) but left its "
+                            "segments: run `shmengine cleanup`";
+    case SHME_EACCES: return "permission denied: the engine belongs to another user";
+    case SHME_EINVAL: return "invalid argument (engine names are 1-64 letters, digits, "
+                             "'-' or '_'; symbol ids below n_symbols)";
+    case SHME_EBUSY: return "snapshot row stayed locked for a second: is the engine's "
+                            "aggregator alive?";
+    case SHME_LAPPED: return "broadcast reader lapped: records missed, resynchronise from "
+                             "the snapshot table";
+    default: return "unknown shmengine error";
+    }
+}
+
+static inline int shme_check_engine_name(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > 64)
+        return SHME_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_';
+        if (!ok)
+            return SHME_EINVAL;
+    }
+    return SHME_OK;
+}
+
+/* Map /shmengine.<engine>.<part> read-only and check its header. The
+ * state is load-acquired: the creator marks READY after filling the rest. */
+static inline int shme_map_segment(const char *engine, const char *part, uint32_t kind,
+                                   const uint8_t **base, size_t *size)
+{
+    char path[96];
+    struct stat st;
+    snprintf(path, sizeof path, "/shmengine.%s.%s", engine, part);
+    int fd = shm_open(path, O_RDONLY, 0);
+    if (fd < 0)
+        return errno == ENOENT ? SHME_ENOENT : errno == EACCES ? SHME_EACCES : SHME_ERROR;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return SHME_ERROR;
+    }
+    if ((size_t)st.st_size < sizeof(shme_segment_header)) {
+        close(fd);
+        return SHME_EBADSEG;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return SHME_ERROR;
+    const shme_segment_header *h = (const shme_segment_header *)p;
+    int rc = SHME_OK;
+    if (h->magic != SHME_MAGIC)
+        rc = SHME_EBADSEG;
+    else if (h->version != SHME_LAYOUT_VERSION)
+        rc = SHME_EVERSION;
+    else if (h->kind != kind || h->size != (uint64_t)st.st_size)
+        rc = SHME_EBADSEG;
+    else if (shme_get_acquire_u32(&h->state) != SHME_STATE_READY)
+        rc = SHME_ENOTREADY;
+    if (rc != SHME_OK) {
+        munmap(p, (size_t)st.st_size);
+        return rc;
+    }
+    *base = (const uint8_t *)p;
+    *size = (size_t)st.st_size;
+    return SHME_OK;
+}
+
+/* Start time of pid in ms since the epoch, computed as psutil does (the
+ * supervisor records it that way); 0 if unknown. */
+static inline uint64_t shme_process_start_ms(uint32_t pid)
+{
+    char path[48], line[1024];
+    unsigned long long start_ticks = 0, btime = 0;
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    const char *p = strrchr(line, ')'); /* comm may hold spaces and parens */
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
+                            "%*d %*d %*d %*d %llu", &start_ticks) != 1)
+        return 0;
+    f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "btime %llu", &btime) == 1)
+            break;
+    fclose(f);
+    long ticks = sysconf(_SC_CLK_TCK);
+    if (btime == 0 || ticks <= 0)
+        return 0;
+    double t = (double)start_ticks / (double)ticks + (double)btime;
+    return (uint64_t)(t * 1000.0);
+}
+
+/* The supervisor is alive: its pid exists and started when the engine says.
+ * The start times may differ by clock adjustments to btime, never by a
+ * second unless the pid was reused. */
+static inline int shme_supervisor_alive(const shme_engine_info *info)
+{
+    uint32_t pid = info->supervisor_pid;
+    if (pid == 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
+        return 0;
+    uint64_t started = shme_process_start_ms(pid);
+    if (started == 0)
+        return 1; /* no /proc: the pid is all we can tell by */
+    uint64_t want = info->supervisor_start;
+    uint64_t diff = started > want ? started - want : want - started;
+    return diff <= 1000;
+}
+
+static inline void shme_detach(shme_engine *e)
+{
+    if (e->meta)
+        munmap((void *)e->meta, e->meta_size);
+    if (e->snap)
+        munmap((void *)e->snap, e->snap_size);
+    if (e->bcast)
+        munmap((void *)e->bcast, e->bcast_size);
+    free(e->names);
+    memset(e, 0, sizeof *e);
+}
+
+/* Attach read-only to engine `name`. The meta segment is checked first: the
+ * supervisor marks it READY only after every other segment is READY. */
+static inline int shme_attach(shme_engine *e, const char *name)
+{
+    memset(e, 0, sizeof *e);
+    int rc = shme_check_engine_name(name);
+    if (rc != SHME_OK)
+        return rc;
+    rc = shme_map_segment(name, "meta", SHME_SEG_META, &e->meta, &e->meta_size);
+    if (rc != SHME_OK)
+        return rc;
+    e->info = (const shme_engine_info *)(e->meta + SHME_META_INFO_OFFSET);
+    uint32_t n = e->info->n_symbols;
+    if (n == 0 || n > SHME_MAX_SYMBOLS || e->info->n_venues > SHME_MAX_VENUES ||
+        e->meta_size < shme_meta_size(n)) {
+        rc = SHME_EBADSEG;
+        goto fail;
+    }
+    if (!shme_supervisor_alive(e->info)) {
+        rc = SHME_EDEAD;
+        goto fail;
+    }
+    rc = shme_map_segment(name, "snap", SHME_SEG_SNAP, &e->snap, &e->snap_size);
+    if (rc != SHME_OK)
+        goto fail;
+    e->snap_header = (const shme_snap_header *)(e->snap + SHME_SNAP_HEADER_OFFSET);
+    if (e->snap_header->n_symbols != n || e->snap_header->row_size != SHME_SNAPSHOT_SIZE ||
+        e->snap_size != shme_snap_size(n)) {
+        rc = SHME_EBADSEG;
+        goto fail;
+    }
+    e->rows = (const struct shme_snapshot *)(e->snap + SHME_SNAP_ROWS_OFFSET);
+    rc = shme_map_segment(name, "bcast", SHME_SEG_BCAST, &e->bcast, &e->bcast_size);
+    if (rc != SHME_OK)
+        goto fail;
+    {
+        uint64_t cap = *(const uint64_t *)(e->bcast + SHME_RING_CAPACITY_OFFSET);
+        uint64_t slot = *(const uint64_t *)(e->bcast + SHME_RING_SLOT_SIZE_OFFSET);
+        if (cap < 2 || (cap & (cap - 1)) || slot != sizeof(shme_result) ||
+            e->bcast_size != shme_ring_size(cap, slot)) {
+            rc = SHME_EBADSEG;
+            goto fail;
+        }
+    }
+    e->n_symbols = n;
+    e->n_venues = e->info->n_venues;
+    e->names = (char (*)[SHME_SYMBOL_NAME_LEN + 1])calloc(n, SHME_SYMBOL_NAME_LEN + 1);
+    if (!e->names) {
+        rc = SHME_ERROR;
+        goto fail;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        memcpy(e->names[i], e->meta + SHME_META_NAMES_OFFSET + (size_t)i * SHME_SYMBOL_NAME_LEN,
+               SHME_SYMBOL_NAME_LEN);
+    return SHME_OK;
+fail:
+    shme_detach(e);
+    return rc;
+}
+
+/* Symbol id of `symbol`, or -1 if the engine has no such symbol. */
+static inline int shme_symbol_id(const shme_engine *e, const char *symbol)
+{
+    if (!symbol || strlen(symbol) > SHME_SYMBOL_NAME_LEN)
+        return -1;
+    for (uint32_t i = 0; i < e->n_symbols; i++)
+        if (strcmp(e->names[i], symbol) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Name of symbol id `symbol`, or NULL if out of range; valid until detach. */
+static inline const char *shme_symbol_name(const shme_engine *e, uint32_t symbol)
+{
+    return symbol < e->n_symbols ? e->names[symbol] : (const char *)NULL;
+}
+
+static inline int64_t shme_monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One consistent copy of the symbol's row. The acquire load of the seqlock
+ * keeps the copy after it; the acquire fence keeps the copy before the
+ * re-read. An even, unchanged seqlock means no write overlapped the copy.
+ * Spins while the writer holds the row, yielding now and then in case it
+ * shares our core; SHME_EBUSY if the row stays odd for a second. */
+static inline int shme_snapshot(const shme_engine *e, uint32_t symbol, struct shme_snapshot *out)
+{
+    if (symbol >= e->n_symbols)
+        return SHME_EINVAL;
+    const uint64_t *row = (const uint64_t *)(e->rows + symbol);
+    const size_t words = sizeof(struct shme_snapshot) / 8;
+    int64_t since = 0;
+    for (uint32_t tries = 1;; tries++) {
+        uint64_t s1 = shme_get_acquire_u64(row);
+        if ((s1 & 1) == 0) {
+            shme_copy_relaxed((unsigned char *)out + 8, row + 1, words - 1);
+            shme_acquire();
+            if (shme_get_relaxed_u64(row) == s1) {
+                out->seqlock = s1;
+                return SHME_OK;
+            }
+        }
+        if (tries % 1024 == 0) {
+            int64_t now = shme_monotonic_ms();
+            if (since == 0)
+                since = now;
+            else if (now - since > 1000)
+                return SHME_EBUSY;
+            sched_yield();
+        } else {
+            shme_cpu_relax();
+        }
+    }
+}
+
+/* Tail of the broadcast ring. Load-acquire: slots before it are whole. */
+static inline int64_t shme_bcast_tail(const uint8_t *ring)
+{
+    return shme_get_acquire_i64(ring + SHME_RING_PRODUCER_OFFSET);
+}
+
+/* Follow the broadcast stream from its current tail. */
+static inline void shme_subscribe(const shme_engine *e, shme_reader *r)
+{
+    r->ring = e->bcast;
+    r->slots = (const shme_result *)(e->bcast + SHME_RING_DATA_OFFSET);
+    r->capacity = (int64_t)*(const uint64_t *)(e->bcast + SHME_RING_CAPACITY_OFFSET);
+    r->position = shme_bcast_tail(e->bcast);
+    r->missed = 0;
+}
+
+/* Copy up to `max` new records into `out`; returns how many (0: none yet),
+ * or SHME_LAPPED if records the reader had not read were overwritten. Then
+ * the reader has moved to the current tail: resynchronise from
+ * shme_snapshot() and poll on.
+ *
+ * The writer stores its intent before overwriting slots and store-releases
+ * the tail after. The copy sits between the tail's acquire load and an
+ * acquire fence, so the intent read after the fence covers every overwrite
+ * that could have reached the copy. */
+static inline int64_t shme_poll(shme_reader *r, shme_result *out, int64_t max)
+{
+    const int64_t capacity = r->capacity;
+    const int64_t mask = capacity - 1;
+    const int64_t position = r->position;
+    const int64_t tail = shme_bcast_tail(r->ring);
+    int64_t n = tail - position;
+    if (n > capacity)
+        goto lapped;
+    if (n > max)
+        n = max;
+    if (n <= 0)
+        return 0;
+    for (int64_t i = 0; i < n; i++)
+        shme_copy_relaxed(out + i, r->slots + ((position + i) & mask), sizeof(shme_result) / 8);
+    shme_acquire();
+    if (shme_get_acquire_i64(r->ring + SHME_RING_PRODUCER_INTENT_OFFSET) - capacity > position)
+        goto lapped;
+    r->position = position + n;
+    return n;
+lapped:
+    {
+        int64_t now = shme_bcast_tail(r->ring);
+        int64_t missed = now - position - capacity;
+        r->missed += missed > 1 ? missed : 1;
+        r->position = now;
+    }
+    return SHME_LAPPED;
+}
+
+/* 1 while the engine starts, runs or drains and its supervisor is alive.
+ * Reads /proc: call it when idle, not per record. */
+static inline int shme_running(const shme_engine *e)
+{
+    uint32_t s = shme_get_acquire_u32(&e->info->run_state);
+    if (s != SHME_RUN_STARTING && s != SHME_RUN_RUNNING && s != SHME_RUN_DRAINING)
+        return 0;
+    return shme_supervisor_alive(e->info);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

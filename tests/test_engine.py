@@ -1,0 +1,120 @@
+"""End to end: the CLI starts an engine, other processes attach, it stops clean."""
+import os
+import signal
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+import shmengine
+from shmengine import layout as L
+
+from conftest import cli, engine, segments_of, wait_for
+
+
+def _no_children_left(proc):
+    for c in proc.children_at_start:
+        assert not c.is_running() or c.status() == psutil.STATUS_ZOMBIE, \
+            f"child {c.pid} still running"
+
+
+def test_attach_follow_and_stop():
+    with engine("--symbols", 200, "--workers", 2, "--rate", 200_000) as proc:
+        name = proc.name
+        with shmengine.attach(name) as eng:
+            assert len(eng.symbols) == 200
+            sym = eng.symbols.name(0)
+            assert eng.symbols[sym] == 0
+            sub = eng.subscribe()
+            seen = []
+            for rec in sub:
+                seen.append(int(rec["seq"]))
+                if len(seen) >= 2000:
+                    break
+            assert np.all(np.diff(seen) > 0), "stream not in sequence order"
+            t1 = eng.table()
+            wait_for(lambda: eng.table()["updates"].sum() > t1["updates"].sum(), 10,
+                     "snapshots to change")
+            t2 = eng.table()
+            changed = np.flatnonzero(t2["updates"] != t1["updates"])
+            assert len(changed) > 0
+            row = eng.snapshot(int(changed[0]))
+            assert row["symbol"] == changed[0] and row["seqlock"] % 2 == 0
+            st = eng.stats()
+            assert st["state"] == "running" and st["events"] > 0
+            roles = [p["role"] for p in st["processes"]]
+            assert roles == [L.ROLE_FEED, L.ROLE_WORKER, L.ROLE_WORKER, L.ROLE_AGGREGATOR]
+        res = cli("snapshot", name, sym, check=True)
+        assert sym in res.stdout and "bid" in res.stdout
+        res = cli("status", name, check=True)
+        assert "worker 1" in res.stdout and "latency" in res.stdout
+        res = cli("list", check=True)
+        assert name in res.stdout and "running" in res.stdout
+        res = cli("stop", name, check=True)
+        assert "stopped" in res.stdout
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "events/s" in out and "p99" in out
+        assert not segments_of(name)
+        _no_children_left(proc)
+
+
+def test_worker_killed_stops_the_engine_with_a_reason():
+    with engine("--symbols", 100, "--workers", 2, "--rate", 100_000) as proc:
+        with shmengine.attach(proc.name) as eng:
+            pid = [p["pid"] for p in eng.stats()["processes"] if p["role"] == L.ROLE_WORKER][1]
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1
+        assert f"worker 1 (pid {pid}) killed by SIGKILL" in err
+        assert "Traceback" not in err
+        assert not segments_of(proc.name)
+        _no_children_left(proc)
+
+
+def test_supervisor_killed_then_cleanup():
+    with engine("--symbols", 100, "--workers", 1, "--rate", 100_000) as proc:
+        name = proc.name
+        proc.kill()
+        proc.wait()
+        for c in proc.children_at_start:  # parent-death signal takes them down
+            c.wait(30)
+        assert segments_of(name)
+        res = cli("list", check=True)
+        assert name in res.stdout and "dead" in res.stdout
+        res = cli("attach-check" if False else "status", name)
+        assert res.returncode == 1 and "not running" in res.stderr and "cleanup" in res.stderr
+        res = cli("cleanup", check=True)
+        assert "removed" in res.stdout
+        assert not segments_of(name)
+
+
+def test_events_limit_and_saved_snapshot(tmp_path):
+    import pyarrow.parquet as pq
+    path = tmp_path / "final.parquet"
+    res = cli("run", "--name", f"tsave{os.getpid()}", "--symbols", 50, "--events", 100_000,
+              "--save-snapshot", path, check=True)
+    assert "100,000 events" in res.stdout
+    table = pq.read_table(path)
+    assert table.num_rows == 50
+    cols = table.column_names
+    assert {"name", "bid_px", "ask_px", "volume", "vwap", "level_bid_px"} <= set(cols)
+    vol = table.column("volume").to_numpy()
+    assert vol.sum() > 0
+    npy = tmp_path / "final.npy"
+    cli("run", "--name", f"tsave{os.getpid()}", "--symbols", 50, "--events", 100_000,
+        "--save-snapshot", npy, check=True)
+    arr = np.load(npy)
+    assert arr.dtype == L.SNAPSHOT_ROW and len(arr) == 50
+    np.testing.assert_array_equal(arr["volume"], vol)
+
+
+def test_sigint_drains_and_exits_zero():
+    with engine("--symbols", 100, "--workers", 2) as proc:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "events/s" in out
+        assert not segments_of(proc.name)

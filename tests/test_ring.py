@@ -1,0 +1,98 @@
+"""SPSC ring: two real processes, a small ring, every record checked."""
+import json
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+
+from shmengine import layout as L
+from shmengine import shm
+from shmengine.ring import Ring
+
+from conftest import ROOT
+
+
+def _probe(role, name, count, batch, wait):
+    return subprocess.Popen([sys.executable, "-m", "shmengine.ring_probe", role, name,
+                             str(count), str(batch), wait], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+
+
+@pytest.mark.parametrize("wait", ["spin", "adaptive"])
+def test_ten_million_events_through_a_small_ring(wait):
+    name = f"/shmengine.t{uuid.uuid4().hex[:8]}.ring"
+    count, capacity = 10_000_000, 1024  # wraps ~10,000 times
+    ring = Ring.create(name, capacity, L.EVENT)
+    try:
+        consumer = _probe("consume", name, count, 100, wait)
+        producer = _probe("produce", name, count, 64, wait)
+        out_p, _ = producer.communicate(timeout=300)
+        out_c, _ = consumer.communicate(timeout=300)
+        assert producer.returncode == 0 and consumer.returncode == 0
+        res = json.loads(out_c)
+        assert res["errors"] == 0, "records lost, duplicated or reordered"
+        assert res["consumer_position"] == count
+        assert ring.producer_position == count
+        assert ring.consumer_position == count
+    finally:
+        ring.close()
+        shm.unlink(name)
+
+
+def test_capacity_must_be_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        Ring.create("/shmengine.tcap.ring", 1000, L.EVENT)
+    assert not shm.engine_segments("tcap")
+
+
+def test_attach_checks_header():
+    name = f"/shmengine.t{uuid.uuid4().hex[:8]}.ring"
+    ring = Ring.create(name, 64, L.EVENT)
+    try:
+        with pytest.raises(ValueError, match="128-byte records|64-byte records"):
+            Ring.attach(name, L.RESULT)
+        with pytest.raises(shm.SegmentError, match="is a ring segment, expected snap"):
+            shm.Segment.attach(name, L.SEG_SNAP)
+        ring.seg.header["version"] = L.LAYOUT_VERSION + 1
+        with pytest.raises(shm.SegmentError, match="layout version"):
+            Ring.attach(name, L.EVENT)
+        ring.seg.header["version"] = L.LAYOUT_VERSION
+        ring.seg.header["state"] = L.STATE_BUILDING
+        with pytest.raises(shm.SegmentError, match="half-built"):
+            Ring.attach(name, L.EVENT)
+        ring.seg.header["magic"] = 12345
+        with pytest.raises(shm.SegmentError, match="not a shmengine segment"):
+            Ring.attach(name, L.EVENT)
+    finally:
+        ring.close()
+        shm.unlink(name)
+
+
+def test_segments_are_private_to_the_user():
+    import os
+    name = f"/shmengine.t{uuid.uuid4().hex[:8]}.ring"
+    ring = Ring.create(name, 64, L.EVENT)
+    try:
+        mode = os.stat("/dev/shm" + name).st_mode & 0o777
+        assert mode == 0o600
+    finally:
+        ring.close()
+        shm.unlink(name)
+
+
+def test_publish_release_single_process():
+    from shmengine.ring import publish, release, CONSUMER_BELL
+    name = f"/shmengine.t{uuid.uuid4().hex[:8]}.ring"
+    ring = Ring.create(name, 8, L.EVENT)
+    try:
+        ring.slots["seq"][:3] = [1, 2, 3]
+        publish(ring.hdr64, ring.hdr32, 3, ring.hdr32, CONSUMER_BELL)
+        assert ring.fill() == 3
+        release(ring.hdr64, ring.hdr32, 2)
+        assert ring.fill() == 1 and ring.consumer_position == 2
+        np.testing.assert_array_equal(ring.slots["seq"][:3], [1, 2, 3])
+    finally:
+        ring.close()
+        shm.unlink(name)
