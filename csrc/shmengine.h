@@ -443,8 +443,9 @@ typedef struct shme_engine {
     size_t bcast_size;
 } shme_engine;
 
-/* A private cursor on the broadcast ring: the reader never writes to the
- * segment, so any number of readers cost the engine nothing. */
+/* A private cursor on the broadcast ring, valid until shme_detach. The
+ * reader never writes to the segment, so any number of readers cost the
+ * engine nothing. */
 typedef struct shme_reader {
     const uint8_t *ring;
     const shme_result *slots;
@@ -494,8 +495,9 @@ static inline int shme_check_engine_name(const char *name)
     return SHME_OK;
 }
 
-/* Map /shmengine.<engine>.<part> read-only and check its header. The
- * state is load-acquired: the creator marks READY after filling the rest. */
+/* Map /shmengine.<engine>.<part> read-only and check its header. The state
+ * is load-acquired before anything else is read: the creator marks READY
+ * after filling in the rest, header included. */
 static inline int shme_map_segment(const char *engine, const char *part, uint32_t kind,
                                    const uint8_t **base, size_t *size)
 {
@@ -518,6 +520,7 @@ static inline int shme_map_segment(const char *engine, const char *part, uint32_
     if (p == MAP_FAILED)
         return SHME_ERROR;
     const shme_segment_header *h = (const shme_segment_header *)p;
+    const uint32_t state = shme_get_acquire_u32(&h->state);
     int rc = SHME_OK;
     if (h->magic != SHME_MAGIC)
         rc = SHME_EBADSEG;
@@ -525,7 +528,7 @@ static inline int shme_map_segment(const char *engine, const char *part, uint32_
         rc = SHME_EVERSION;
     else if (h->kind != kind || h->size != (uint64_t)st.st_size)
         rc = SHME_EBADSEG;
-    else if (shme_get_acquire_u32(&h->state) != SHME_STATE_READY)
+    else if (state != SHME_STATE_READY)
         rc = SHME_ENOTREADY;
     if (rc != SHME_OK) {
         munmap(p, (size_t)st.st_size);

@@ -45,7 +45,6 @@ class Config:
     drop: bool = False             # drop (and count) instead of blocking when a ring is full
     book_levels: int = 64          # price levels kept per side per venue
     book_orders: int = 1 << 20     # live orders per worker
-    watermark_every: int = 4096    # feed sends a watermark to idle workers this often (events)
     heartbeat_timeout: float = 5.0  # seconds without a heartbeat before a process is declared hung
     spins: int = 20000             # wait strategy: PAUSE loops before yielding
     yields: int = 100              # adaptive: sched_yield calls before sleeping
@@ -64,7 +63,7 @@ _INT_RANGES = {
     "symbols": (1, L.MAX_SYMBOLS), "venues": (1, L.MAX_VENUES), "workers": (1, L.MAX_WORKERS),
     "events": (0, 2**62), "seed": (0, 2**63 - 1), "ring_capacity": (64, 1 << 26),
     "bcast_capacity": (64, 1 << 26), "batch": (1, 1 << 16), "book_levels": (2, 4096),
-    "book_orders": (16, 1 << 28), "watermark_every": (1, 1 << 30), "spins": (0, 1 << 30),
+    "book_orders": (16, 1 << 28), "spins": (0, 1 << 30),
     "yields": (0, 1 << 20), "sleep_us": (1, 1_000_000),
 }
 
@@ -95,7 +94,7 @@ def load(path=None, overrides=None):
 
 
 def _coerce(key, value, typ):
-    want = {"int": int, "float": float, "str": str, "bool": bool}.get(typ, None)
+    want = typ if typ in (int, float, str, bool) else None
     if key == "cpus":
         if isinstance(value, str):
             value = parse_cpu_list(value)

@@ -106,10 +106,11 @@ class EngineSegments:
                 parts.append(outputs[-1])
             meta.mark_ready()
         except BaseException:
+            # Remove only what this call created: a name clash must not delete the
+            # segments of the engine that owns the name.
             for p in parts:
                 p.close()
-            for seg in shm.engine_segments(name):
-                shm.unlink(seg)
+                shm.unlink(p.name)
             raise
         return cls(name, meta, stats, snap, bcast, inputs, outputs)
 

@@ -93,6 +93,7 @@ class SnapshotTable:
 
     def __init__(self, seg):
         self.seg = seg
+        self.name = seg.name
         self.header = seg.record(L.SNAP_HEADER, L.SNAP_HEADER_OFFSET)
         n = int(self.header["n_symbols"])
         if int(self.header["row_size"]) != L.SNAPSHOT_SIZE:

@@ -14,6 +14,7 @@ from .shm import Segment
 class StatsBlock:
     def __init__(self, seg):
         self.seg = seg
+        self.name = seg.name
         self.header = seg.record(L.STATS_HEADER, L.STATS_HEADER_OFFSET)
         n = int(self.header["n_procs"])
         self.procs = seg.view(L.PROC_STATS, L.STATS_PROCS_OFFSET, n)

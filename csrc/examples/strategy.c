@@ -67,8 +67,9 @@ int main(int argc, char **argv)
         return 1;
     }
     if (!shme_running(&eng)) {
-        fprintf(stderr, "strategy: engine '%s' is not running (it has stopped): start it with "
-                        "`shmengine run --name %s`\n", engine, engine);
+        fprintf(stderr, "strategy: engine '%s' is not running (it has %s): start it with "
+                        "`shmengine run --name %s`\n", engine,
+                eng.info->run_state == SHME_RUN_FAILED ? "failed" : "stopped", engine);
         shme_detach(&eng);
         return 1;
     }
@@ -100,7 +101,12 @@ int main(int argc, char **argv)
         int64_t max = want - records < BATCH ? want - records : BATCH;
         int64_t n = shme_poll(&rd, buf, max);
         if (n == SHME_LAPPED) {
+            /* Records are gone: the snapshot is the state to continue from. */
             lapped++;
+            fprintf(stderr, "strategy: lapped, %" PRId64 " records missed so far; "
+                            "resynchronising from the snapshot\n", rd.missed);
+            if (read_snapshot(&eng, sym, &row) != SHME_OK)
+                break;
             continue;
         }
         for (int64_t i = 0; i < n; i++) {

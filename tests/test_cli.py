@@ -1,0 +1,115 @@
+"""Errors a user can cause: one clear line, a non-zero exit, no traceback."""
+import os
+import uuid
+
+import pytest
+
+from shmengine import layout as L
+from shmengine import shm
+from shmengine.config import ConfigError, load, parse_cpu_list
+
+from conftest import cli, engine
+
+
+def _one_line_error(res, *needles):
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--symbols", "0"], "symbols must be between 1 and 10000"),
+    (["--symbols", "20000"], "symbols must be between 1 and 10000"),
+    (["--venues", "9"], "venues must be between 1 and 8"),
+    (["--workers", "0"], "workers must be between 1 and 64"),
+    (["--wait", "sleepy"], "wait must be 'spin' or 'adaptive'"),
+    (["--rate", "-5"], "rate must be >= 0"),
+    (["--cpus", "0,99"], "CPU 99 is not available"),
+    (["--cpus", "a-b"], "bad CPU list"),
+    (["--ring-capacity", "1000"], "ring_capacity must be a power of two"),
+    (["--save-snapshot", "out.csv"], "save_snapshot must end in .npy or .parquet"),
+    (["--name", "bad/name"], "bad engine name"),
+])
+def test_bad_run_values(args, needle):
+    _one_line_error(cli("run", *args), needle)
+
+
+def test_bad_flag_is_a_usage_error():
+    res = cli("run", "--bogus", "1")
+    assert res.returncode == 2 and "unrecognized arguments: --bogus" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_config_files(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("symbols = [\n")
+    _one_line_error(cli("run", bad), "is not valid TOML")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("simbols = 10\n")
+    _one_line_error(cli("run", unknown), "unknown config key 'simbols'")
+    typed = tmp_path / "typed.toml"
+    typed.write_text('symbols = "many"\n')
+    _one_line_error(cli("run", typed), "symbols must be an integer")
+    _one_line_error(cli("run", tmp_path / "missing.toml"), "not found")
+
+
+def test_config_file_and_flags(tmp_path):
+    f = tmp_path / "e.toml"
+    f.write_text('name = "x"\nsymbols = 20\nworkers = 2\ncpus = [0]\nwait = "spin"\n')
+    cfg = load(str(f), {"symbols": 30, "workers": None})
+    assert (cfg.name, cfg.symbols, cfg.workers, cfg.cpus, cfg.wait) == ("x", 30, 2, [0], "spin")
+    assert parse_cpu_list("0,2-4") == [0, 2, 3, 4]
+    with pytest.raises(ConfigError):
+        load(None, {"batch": 1 << 15, "ring_capacity": 1 << 15})
+
+
+@pytest.mark.parametrize("command", [["status"], ["snapshot", "AAPL"], ["stop"]])
+def test_engine_not_running(command):
+    name = f"nothere{uuid.uuid4().hex[:6]}"
+    cmd = [command[0], name, *command[1:]]
+    _one_line_error(cli(*cmd), f"no engine named '{name}' is running", "shmengine run")
+
+
+def test_unknown_symbol():
+    with engine("--symbols", 20, "--rate", 10_000) as proc:
+        _one_line_error(cli("snapshot", proc.name, "NOPE"), "unknown symbol 'NOPE'")
+        _one_line_error(cli("snapshot", proc.name, "99999"), "unknown symbol '99999'")
+
+
+def test_foreign_segment_with_the_engines_name(engine_name):
+    path = f"/dev/shm/shmengine.{engine_name}.meta"
+    with open(path, "wb") as fh:
+        fh.write(b"not an engine" * 100)
+    os.chmod(path, 0o600)
+    _one_line_error(cli("status", engine_name), "not a shmengine segment")
+    _one_line_error(cli("run", "--name", engine_name, "--events", "10"), "already exists",
+                    "shmengine cleanup")
+    res = cli("cleanup", check=True)
+    assert f"shmengine.{engine_name}.meta" in res.stdout
+    assert not shm.engine_segments(engine_name)
+
+
+def test_stale_segment_from_an_old_layout(engine_name):
+    seg = shm.Segment.create(shm.segment_name(engine_name, "meta"), L.SEG_META, 4096)
+    seg.header["version"] = L.LAYOUT_VERSION - 1 if L.LAYOUT_VERSION > 1 else 99
+    seg.mark_ready()
+    seg.close()
+    _one_line_error(cli("snapshot", engine_name, "X"), "layout version", "cleanup")
+
+
+def test_half_built_segment(engine_name):
+    seg = shm.Segment.create(shm.segment_name(engine_name, "meta"), L.SEG_META, 4096)
+    seg.header["creator_pid"] = 999_999  # no such process: a creator that died mid-way
+    seg.close()
+    _one_line_error(cli("status", engine_name), "half-built")
+    res = cli("cleanup", check=True)
+    assert "removed" in res.stdout
+    assert not shm.engine_segments(engine_name)
+
+
+def test_list_with_nothing_running_is_not_an_error():
+    res = cli("list", check=True)
+    assert res.returncode == 0
