@@ -12,10 +12,11 @@ import os
 import sys
 import time
 
+import numpy as np
 from numba import njit
 
 from . import layout as L
-from .atomics import load_relaxed
+from .atomics import load_acquire, monotonic_ns
 from .ring import (CONSUMER, CONSUMER_BELL, PRODUCER, Ring, await_readable, await_room,
                    publish, release)
 
@@ -23,22 +24,25 @@ SPINS, YIELDS, SLEEP_NS = 20000, 100, 1_000_000
 
 
 @njit(cache=True)
-def produce(hdr64, hdr32, slots, mask, count, batch, mode):
-    """Write ``count`` records in batches; returns how many times it waited for room."""
+def produce(hdr64, hdr32, slots, mask, src, count, batch, mode):
+    """Copy ``count`` whole records from ``src`` (256 templates) in batches, stamping seq;
+    returns how many times it waited for room."""
     capacity = mask + 1
     tail = 0
     waits = 0
+    head = 0  # the consumer position as last seen: re-read only when it shows no room
     while tail < count:
         n = min(batch, count - tail)
-        free = capacity - (tail - load_relaxed(hdr64, CONSUMER))
-        while free < n:
-            waits += 1
-            free = await_room(hdr64, hdr32, tail, n, capacity, mode, SPINS, YIELDS, SLEEP_NS)
+        if tail + n - head > capacity:
+            head = load_acquire(hdr64, CONSUMER)
+            while tail + n - head > capacity:
+                waits += 1
+                head = tail - capacity + await_room(hdr64, hdr32, tail, n, capacity, mode,
+                                                    SPINS, YIELDS, SLEEP_NS)
         for i in range(n):
-            rec = slots[(tail + i) & mask]
-            rec.seq = tail + i
-            rec.order_id = (tail + i) * 7 + 1
-            rec.qty = (tail + i) & 0xFFFF
+            k = (tail + i) & mask
+            slots[k] = src[(tail + i) & 255]
+            slots[k].seq = tail + i
         tail += n
         publish(hdr64, hdr32, tail, hdr32, CONSUMER_BELL)
     return waits
@@ -46,24 +50,29 @@ def produce(hdr64, hdr32, slots, mask, count, batch, mode):
 
 @njit(cache=True)
 def consume(hdr64, hdr32, slots, mask, count, batch, mode):
-    """Read and check ``count`` records; returns (errors, waits)."""
+    """Read and check ``count`` records; returns (errors, waits, ns from first to last)."""
     head = 0
     errors = 0
     waits = 0
+    t0 = 0
+    tail = 0  # the producer position as last seen: re-read only when caught up
     while head < count:
-        tail = load_relaxed(hdr64, PRODUCER)
+        if tail <= head:
+            tail = load_acquire(hdr64, PRODUCER)
         while tail <= head:
             waits += 1
             tail = await_readable(hdr64, hdr32, head, mode, SPINS, YIELDS, SLEEP_NS)
+        if t0 == 0:
+            t0 = monotonic_ns()
         n = min(tail - head, batch)
         for i in range(n):
             rec = slots[(head + i) & mask]
             p = head + i
-            if rec.seq != p or rec.order_id != p * 7 + 1 or rec.qty != (p & 0xFFFF):
+            if rec.seq != p or rec.order_id != (p & 255) * 7 + 1 or rec.qty != (p & 255):
                 errors += 1
         head += n
         release(hdr64, hdr32, head)
-    return errors, waits
+    return errors, waits, monotonic_ns() - t0
 
 
 def run(role, name, count, batch, wait, cpu=None):
@@ -73,23 +82,33 @@ def run(role, name, count, batch, wait, cpu=None):
     mode = L.WAIT_SPIN if wait == "spin" else L.WAIT_ADAPTIVE
     t0 = time.perf_counter()
     if role == "produce":
-        waits = produce(ring.hdr64, ring.hdr32, ring.slots, ring.mask, count, batch, mode)
+        waits = produce(ring.hdr64, ring.hdr32, ring.slots, ring.mask, templates(), count, batch,
+                        mode)
         out = {"waits": int(waits)}
     else:
-        errors, waits = consume(ring.hdr64, ring.hdr32, ring.slots, ring.mask, count, batch, mode)
-        out = {"errors": int(errors), "waits": int(waits),
+        errors, waits, ns = consume(ring.hdr64, ring.hdr32, ring.slots, ring.mask, count, batch,
+                                    mode)
+        out = {"errors": int(errors), "waits": int(waits), "transfer_ns": int(ns),
                "consumer_position": ring.consumer_position}
     out["seconds"] = time.perf_counter() - t0
     ring.close()
     return out
 
 
+def templates():
+    src = np.zeros(256, L.EVENT)
+    src["order_id"] = np.arange(256) * 7 + 1
+    src["qty"] = np.arange(256)
+    src["price"] = 1_000_000
+    src["type"] = L.EV_ADD
+    return src
+
+
 def warm():
     """Compile (or load from cache) both probes before timing anything."""
-    import numpy as np
     hdr = np.zeros(L.RING_DATA_OFFSET // 8, np.int64)
     slots = np.zeros(64, L.EVENT)
-    produce(hdr, hdr.view(np.uint32), slots, 63, 32, 32, L.WAIT_SPIN)
+    produce(hdr, hdr.view(np.uint32), slots, 63, templates(), 32, 32, L.WAIT_SPIN)
     consume(hdr, hdr.view(np.uint32), slots, 63, 32, 32, L.WAIT_SPIN)
 
 

@@ -24,6 +24,7 @@ from .market import symbol_names
 from .segments import EngineSegments
 
 POLL_S = 0.05
+STARTUP_POLL_S = 0.002
 STARTUP_GRACE_S = 120.0   # a cold numba cache compiles for tens of seconds
 DRAIN_TIMEOUT_S = 30.0
 
@@ -59,6 +60,8 @@ class Supervisor:
         self.children = []
         self.stop_requested = False
         self.started_ns = 0
+        self.first_snapshot_s = None  # process start -> first published snapshot row
+        self.first_snapshot_ns = 0
 
     def _set_state(self, state):
         self.segs.info["run_state"] = state
@@ -109,6 +112,9 @@ class Supervisor:
             if not running and all(int(s) == L.RUN_RUNNING for s in procs["state"]):
                 running = True
                 self._set_state(L.RUN_RUNNING)
+            if self.first_snapshot_s is None and self.segs.snap.header["results"] > 0:
+                self.first_snapshot_s = time.time() - psutil.Process().create_time()
+                self.first_snapshot_ns = lib.shme_monotonic_ns()
             if all(p.exitcode == 0 for p in self.children):
                 return 0
             over = cfg.duration and time.monotonic() - t_start >= cfg.duration
@@ -119,6 +125,9 @@ class Supervisor:
                 draining_since = time.monotonic()
             if draining_since is not None and time.monotonic() - draining_since > DRAIN_TIMEOUT_S:
                 raise EngineFailed(f"the engine did not drain within {DRAIN_TIMEOUT_S:.0f} s")
+            if self.first_snapshot_s is None and draining_since is None:
+                time.sleep(STARTUP_POLL_S)
+                continue
             if cfg.events and procs[P.FEED]["events"] >= cfg.events and draining_since is None:
                 self._set_state(L.RUN_DRAINING)
                 draining_since = time.monotonic()
@@ -150,6 +159,8 @@ class Supervisor:
             "latency receive -> snapshot (ns): " + "  ".join(
                 f"p{p:g} {v:,}" for p, v in pct.items()) + f"  ({count:,} samples)",
         ]
+        if self.first_snapshot_s is not None:
+            lines.append(f"first snapshot published {self.first_snapshot_s:.2f} s after start")
         drops = int(feed["drops"])
         unknown = int(workers["unknown_orders"].sum())
         bad = int(workers["bad_events"].sum())
@@ -181,7 +192,8 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
             sup.kill_children()
             print(f"shmengine: engine {cfg.name} failed: {exc}; stopped it", file=err, flush=True)
             return 1
-        elapsed = (lib.shme_monotonic_ns() - sup.started_ns) / 1e9
+        # throughput is timed from the first published row, not from process start-up
+        elapsed = (lib.shme_monotonic_ns() - (sup.first_snapshot_ns or sup.started_ns)) / 1e9
         sup._set_state(L.RUN_STOPPED)
         if cfg.linger:
             print(f"engine {cfg.name} drained; serving its final state until "
