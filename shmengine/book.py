@@ -29,17 +29,25 @@ Rules the kernel applies to each event:
 * Execute, cancel, delete and replace of an order that is not live under the
   event's (symbol, venue) count as unknown orders and produce nothing.
 * An add beyond max_orders live orders counts a book overflow and is dropped.
-  A price level beyond max_levels on its side of a venue drops the deepest
-  level and counts a book overflow; from then on that venue's depth is only
-  as exact as its orders allow (levels are rebuilt as orders arrive).
+  A new price level beyond max_levels on its side of a venue drops the
+  deepest level (possibly itself) and counts a book overflow; the orders of a
+  dropped level stay live but no longer show in the depth.
 * An event that prints a trade produces RES_TRADE; else EV_CLEAR produces
   RES_CLEAR; else RES_QUOTE when the venue's best bid or offer (price or
   qty) or the consolidated TOP_LEVELS levels changed; else nothing.
+
+An event flows through three steps: the order map turns it into at most two
+level deltas (a replace takes from one level and adds to another); the
+deltas move the venue's ladder and, when they reach its top TOP_LEVELS
+levels, the symbol's quote; the quote, stamped with the event, is the result.
 """
 import collections
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from .layout import (
     EV_ADD, EV_CANCEL, EV_CLEAR, EV_DELETE, EV_END, EV_EXECUTE, EV_EXECUTE_PRICE,
@@ -48,7 +56,7 @@ from .layout import (
     RFLAG_LOCKED, SIDE_ASK, SIDE_BID, TOP_LEVELS,
 )
 
-# indices into the counters array
+# counters
 UNKNOWN_ORDERS = 0
 BOOK_OVERFLOWS = 1
 BAD_EVENTS = 2
@@ -57,9 +65,10 @@ N_COUNTERS = 3
 MAX_ORDER_ID = 1 << 61  # the order map key keeps the venue in the low three bits
 assert MAX_VENUES <= 8
 
-# One slot of the order map. A slot holds an order only while its generation
-# equals the generation of its (symbol, venue): EV_CLEAR bumps that and so
-# empties the venue's book in O(1); the stale slots are reclaimed by a sweep.
+# One slot of the order map. A slot holds a live order only while its
+# generation equals the generation of its (symbol, venue): EV_CLEAR bumps that
+# and so empties a venue's book in O(1); stale slots are reused by an add of
+# the same key or freed by a sweep when the map fills.
 ORDER = np.dtype([
     ("key", "<u8"),         # (order_id << 3) | venue; 0 marks an empty slot
     ("price", "<i8"),
@@ -71,41 +80,43 @@ ORDER = np.dtype([
 ], align=True)
 assert ORDER.itemsize == 32
 
-# indices into BookState.order_count
-LIVE = 0       # live orders, at most max_orders
-OCCUPIED = 1   # slots in use, live or stale
+# order_info words
+LIVE = 0        # live orders
+OCCUPIED = 1    # slots in use, live or stale
+MAX_ORDERS = 2  # live orders the map accepts
+HASH_SHIFT = 3  # 32 - log2(len(orders))
+
+# venue_info words
+GENERATION = 0
+VENUE_ORDERS = 1  # live orders of the (symbol, venue)
+
+# words of a ladder level and of a level delta
+KEY = 0
+QTY = 1
+COUNT = 2
 
 _NO_KEY = -(1 << 63)  # below every level key
+_PREFETCH_AHEAD = 8   # events between prefetching an order's slot and using it
 
 BookState = collections.namedtuple("BookState", [
     "local_index",    # int64[n_symbols_total]: global symbol id -> local index, -1 if not owned
     "symbols",        # int64[n_local]: local index -> global symbol id
-    "max_orders",     # int: live orders the map accepts
-    "hash_shift",     # int: 32 - log2(len(orders))
     "orders",         # ORDER[2**k]: open addressing, linear probing, backward-shift delete
-    "order_count",    # int64[2]: [LIVE, OCCUPIED]
-    "generation",     # uint32[n_local, n_venues]
-    "venue_orders",   # int64[n_local, n_venues]: live orders of each (symbol, venue)
-    # Price ladders per (symbol, venue, side), best level LAST so that changes
-    # near the top shift few levels. A level's key is its price on the bid
-    # side and minus its price on the ask side: every ladder ascends to its best.
-    "level_key",      # int64[n_local, n_venues, 2, max_levels]
-    "level_qty",      # int64[n_local, n_venues, 2, max_levels]
-    "level_count",    # int64[n_local, n_venues, 2, max_levels]: orders at the level
-    "n_levels",       # int64[n_local, n_venues, 2]
-    # Consolidated depth: the best TOP_LEVELS keys over all venues, best FIRST,
-    # kept exact incrementally (it only moves when a venue's top levels move).
-    "cons_key",       # int64[n_local, 2, TOP_LEVELS]
-    "cons_qty",       # int64[n_local, 2, TOP_LEVELS]
-    "cons_n",         # int64[n_local, 2]
-    "best_venue",     # int64[n_local, 2]: lowest venue at the best key, NO_VENUE if none
-    # trade tape
-    "last_px",        # int64[n_local]
-    "last_qty",       # int64[n_local]
+    "order_info",     # int64[4]: LIVE, OCCUPIED, MAX_ORDERS, HASH_SHIFT
+    "venue_info",     # int64[n_local, n_venues, 2]: GENERATION, VENUE_ORDERS
+    # Price ladders, best level LAST so that changes near the top shift few
+    # levels. A level's key is its price on the bid side and minus its price
+    # on the ask side, so every ladder ascends to its best.
+    "levels",         # int64[n_local, n_venues, 2 sides, max_levels, KEY/QTY/COUNT]
+    "n_levels",       # int64[n_local, n_venues, 2 sides]
+    # Each symbol's quote as its next result will carry it: consolidated best
+    # bid/offer and venues, TOP_LEVELS depth (best first, zero past the last
+    # level) and trade tape. It is kept exact incrementally: only changes to a
+    # venue's top levels reach it. A result is this record, stamped.
+    "quotes",         # RESULT[n_local]
+    "depth",          # int64[n_local, 2 sides]: levels in the quote's depth
     "last_trade_ts",  # int64[n_local]: exchange clock of the last print
-    "volume",         # int64[n_local]
-    "notional",       # int64[n_local]: sum of price * qty
-    "trades",         # int64[n_local]
+    "deltas",         # int64[2, KEY/QTY/COUNT]: the level deltas of the event in hand
     "counters",       # int64[N_COUNTERS]: what apply() counts into
 ])
 
@@ -118,7 +129,7 @@ def new_book(symbols, n_venues, n_symbols_total, max_levels=64, max_orders=1 << 
     over all owned symbols and venues.
 
     >>> book = new_book(np.array([0, 5]), n_venues=2, n_symbols_total=8)
-    >>> book.local_index[5]
+    >>> int(book.local_index[5])
     1
     """
     symbols = np.asarray(symbols)
@@ -138,122 +149,152 @@ def new_book(symbols, n_venues, n_symbols_total, max_levels=64, max_orders=1 << 
     if not 1 <= max_orders <= 1 << 30:
         raise ValueError(f"max_orders must be in 1..2**30, got {max_orders}")
 
-    # Live orders fill at most half the map, stale ones at most a quarter more.
+    # Live orders fill at most half the map; a sweep frees stale slots at three quarters.
     capacity = 8
     while capacity < 2 * max_orders:
         capacity *= 2
     n_local = symbols.size
     local_index = np.full(n_symbols_total, -1, np.int64)
     local_index[symbols] = np.arange(n_local)
-    ladder = (n_local, n_venues, 2, max_levels)
+    order_info = np.zeros(4, np.int64)
+    order_info[MAX_ORDERS] = max_orders
+    order_info[HASH_SHIFT] = 32 - (capacity.bit_length() - 1)
+    quotes = np.zeros(n_local, RESULT)
+    quotes["symbol"] = symbols
+    quotes["bid_venue"] = NO_VENUE
+    quotes["ask_venue"] = NO_VENUE
     return BookState(
         local_index=local_index,
         symbols=symbols,
-        max_orders=int(max_orders),
-        hash_shift=32 - (capacity.bit_length() - 1),
         orders=np.zeros(capacity, ORDER),
-        order_count=np.zeros(2, np.int64),
-        generation=np.zeros((n_local, n_venues), np.uint32),
-        venue_orders=np.zeros((n_local, n_venues), np.int64),
-        level_key=np.zeros(ladder, np.int64),
-        level_qty=np.zeros(ladder, np.int64),
-        level_count=np.zeros(ladder, np.int64),
-        n_levels=np.zeros(ladder[:3], np.int64),
-        cons_key=np.zeros((n_local, 2, TOP_LEVELS), np.int64),
-        cons_qty=np.zeros((n_local, 2, TOP_LEVELS), np.int64),
-        cons_n=np.zeros((n_local, 2), np.int64),
-        best_venue=np.full((n_local, 2), NO_VENUE, np.int64),
-        last_px=np.zeros(n_local, np.int64),
-        last_qty=np.zeros(n_local, np.int64),
+        order_info=order_info,
+        venue_info=np.zeros((n_local, n_venues, 2), np.int64),
+        levels=np.zeros((n_local, n_venues, 2, max_levels, 3), np.int64),
+        n_levels=np.zeros((n_local, n_venues, 2), np.int64),
+        quotes=quotes,
+        depth=np.zeros((n_local, 2), np.int64),
         last_trade_ts=np.zeros(n_local, np.int64),
-        volume=np.zeros(n_local, np.int64),
-        notional=np.zeros(n_local, np.int64),
-        trades=np.zeros(n_local, np.int64),
+        deltas=np.zeros((2, 3), np.int64),
         counters=np.zeros(N_COUNTERS, np.int64),
     )
 
 
 # ---------------------------------------------------------------------------
 # kernel
+#
+# The kernels allocate nothing, so they run without numba's reference
+# counting (_nrt=False), which would cost atomic operations on every array
+# passed to every call. The per-event steps are inlined into process(): an
+# array argument is a dozen words, and calls that copy them cost more than
+# the work.
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, proc_ts,
             counters):
     """Apply n events from a ring of EVENT slots; write results to a ring of RESULT slots.
 
     Returns the number of results written (at most n).
     """
+    local_index = book.local_index
+    orders = book.orders
+    order_info = book.order_info
+    venue_info = book.venue_info
+    levels = book.levels
+    n_levels = book.n_levels
+    quotes = book.quotes
+    depth = book.depth
+    last_trade_ts = book.last_trade_ts
+    deltas = book.deltas
+    n_venues = venue_info.shape[1]
     written = 0
     for i in range(n):
+        if i + _PREFETCH_AHEAD < n:
+            _prefetch_order(events[(ev_position + i + _PREFETCH_AHEAD) & ev_mask], orders,
+                            order_info)
         ev = events[(ev_position + i) & ev_mask]
-        kind, s = _apply_event(book, ev, counters)
-        if kind != 0:
-            r = out[(out_position + written) & out_mask]
-            if s < 0:
-                _write_marker(r, ev, kind, proc_ts)
-            else:
-                _write_result(r, ev, kind, s, book, proc_ts)
+        etype = ev["type"]
+        if etype == EV_WATERMARK or etype == EV_END:
+            _write_marker(out[(out_position + written) & out_mask], ev,
+                          RES_WATERMARK if etype == EV_WATERMARK else RES_END, proc_ts)
             written += 1
+            continue
+        symbol = np.int64(ev["symbol"])
+        venue = np.int64(ev["venue"])
+        s = local_index[symbol] if symbol < local_index.shape[0] else -1
+        if s < 0 or venue >= n_venues:
+            counters[BAD_EVENTS] += 1
+            continue
+        printed = False
+        side = 0
+        n_deltas = 0
+        if etype == EV_ADD:
+            side, n_deltas = _add(ev, s, venue, orders, order_info, venue_info, deltas,
+                                  counters)
+        elif etype == EV_EXECUTE or etype == EV_EXECUTE_PRICE:
+            side, n_deltas, printed = _execute(ev, s, venue, orders, order_info, venue_info,
+                                               deltas, quotes, last_trade_ts, counters)
+        elif etype == EV_CANCEL or etype == EV_DELETE:
+            side, n_deltas = _cancel(ev, s, venue, orders, order_info, venue_info, deltas,
+                                     counters)
+        elif etype == EV_REPLACE:
+            side, n_deltas = _replace(ev, s, venue, orders, order_info, venue_info, deltas,
+                                      counters)
+        elif etype == EV_TRADE:
+            printed = _trade(ev, s, quotes, last_trade_ts, counters)
+        elif etype == EV_CLEAR:
+            _clear(s, venue, order_info, venue_info, levels, n_levels, quotes, depth)
+        else:
+            counters[BAD_EVENTS] += 1
+            continue
+        changed = False
+        for k in range(n_deltas):
+            changed |= _change_level(levels, n_levels, quotes, depth, s, venue, side,
+                                     deltas[k, KEY], deltas[k, QTY], deltas[k, COUNT],
+                                     counters)
+        if printed:
+            kind = RES_TRADE
+        elif etype == EV_CLEAR:
+            kind = RES_CLEAR
+        elif changed:
+            kind = RES_QUOTE
+        else:
+            continue
+        j = (out_position + written) & out_mask
+        out[j] = quotes[s]
+        _stamp_result(out[j], ev, kind, venue, s, levels, n_levels, proc_ts)
+        written += 1
     return written
 
 
-@njit(cache=True, inline="always")
-def _apply_event(book, ev, counters):
-    """Apply one event; return (result kind or 0, local symbol or -1)."""
-    etype = ev["type"]
-    if etype == EV_WATERMARK:
-        return RES_WATERMARK, -1
-    if etype == EV_END:
-        return RES_END, -1
-    symbol = np.int64(ev["symbol"])
-    venue = np.int64(ev["venue"])
-    if symbol >= book.local_index.shape[0] or venue >= book.n_levels.shape[1]:
-        counters[BAD_EVENTS] += 1
-        return 0, -1
-    s = book.local_index[symbol]
-    if s < 0:
-        counters[BAD_EVENTS] += 1
-        return 0, -1
-    if etype == EV_ADD:
-        kind = _add(book, ev, s, venue, counters)
-    elif etype == EV_EXECUTE or etype == EV_EXECUTE_PRICE:
-        kind = _execute(book, ev, s, venue, counters)
-    elif etype == EV_CANCEL or etype == EV_DELETE:
-        kind = _cancel(book, ev, s, venue, counters)
-    elif etype == EV_REPLACE:
-        kind = _replace(book, ev, s, venue, counters)
-    elif etype == EV_TRADE:
-        kind = _trade(book, ev, s, counters)
-    elif etype == EV_CLEAR:
-        kind = _clear(book, s, venue)
-    else:
-        counters[BAD_EVENTS] += 1
-        kind = 0
-    return kind, s
+# ---------------------------------------------------------------------------
+# events -> order map -> level deltas
+#
+# Each returns the order's side and how many deltas it left in `deltas`.
 
-
-@njit(cache=True, inline="always")
-def _add(book, ev, s, venue, counters):
+@njit(cache=True, _nrt=False, inline="always")
+def _add(ev, s, venue, orders, order_info, venue_info, deltas, counters):
     order_id = ev["order_id"]
     side = np.int64(ev["side"])
     price = ev["price"]
     qty = np.int64(ev["qty"])
     if not _valid_order_id(order_id) or side > SIDE_ASK or price <= 0 or qty == 0:
         counters[BAD_EVENTS] += 1
-        return 0
+        return side, 0
     key = _order_key(order_id, venue)
-    if _live(book, _find(book, key)):
+    if _live(orders, venue_info, _find(orders, order_info, key)):
         counters[BAD_EVENTS] += 1
-        return 0
-    if book.order_count[LIVE] >= book.max_orders:
+        return side, 0
+    if order_info[LIVE] >= order_info[MAX_ORDERS]:
         counters[BOOK_OVERFLOWS] += 1
-        return 0
-    _insert_order(book, key, s, side, price, qty)
-    return _quote(_change_level(book, s, venue, side, _level_key(price, side), qty, 1, counters))
+        return side, 0
+    _insert_order(orders, order_info, venue_info, key, s, side, price, qty)
+    _set_delta(deltas, 0, _level_key(price, side), qty, 1)
+    return side, 1
 
 
-@njit(cache=True, inline="always")
-def _execute(book, ev, s, venue, counters):
+@njit(cache=True, _nrt=False, inline="always")
+def _execute(ev, s, venue, orders, order_info, venue_info, deltas, quotes, last_trade_ts,
+             counters):
     at_order_price = ev["type"] == EV_EXECUTE
     printable = at_order_price or (ev["flags"] & FLAG_NON_PRINTABLE) == 0
     order_id = ev["order_id"]
@@ -261,39 +302,40 @@ def _execute(book, ev, s, venue, counters):
     if not _valid_order_id(order_id) or qty == 0 or (
             printable and not at_order_price and ev["price"] <= 0):
         counters[BAD_EVENTS] += 1
-        return 0
-    j = _find_symbol_order(book, _order_key(order_id, venue), s)
+        return 0, 0, False
+    j = _find_symbol_order(orders, order_info, venue_info, _order_key(order_id, venue), s)
     if j < 0:
         counters[UNKNOWN_ORDERS] += 1
-        return 0
-    price = book.orders[j]["price"] if at_order_price else ev["price"]
-    done = min(qty, np.int64(book.orders[j]["qty"]))
-    changed = _reduce_order(book, j, done, counters)
+        return 0, 0, False
+    price = orders[j]["price"] if at_order_price else ev["price"]
+    done = min(qty, np.int64(orders[j]["qty"]))
+    side = _reduce_order(orders, order_info, venue_info, j, done, deltas)
     if printable:
-        _print_trade(book, s, price, done, ev["exch_ts"])
-        return RES_TRADE
-    return _quote(changed)
+        _print_trade(quotes, last_trade_ts, s, price, done, ev["exch_ts"])
+    return side, 1, printable
 
 
-@njit(cache=True, inline="always")
-def _cancel(book, ev, s, venue, counters):
+@njit(cache=True, _nrt=False, inline="always")
+def _cancel(ev, s, venue, orders, order_info, venue_info, deltas, counters):
     """EV_CANCEL takes qty off the order, EV_DELETE all of it."""
     delete = ev["type"] == EV_DELETE
     order_id = ev["order_id"]
     qty = np.int64(ev["qty"])
     if not _valid_order_id(order_id) or (qty == 0 and not delete):
         counters[BAD_EVENTS] += 1
-        return 0
-    j = _find_symbol_order(book, _order_key(order_id, venue), s)
+        return 0, 0
+    j = _find_symbol_order(orders, order_info, venue_info, _order_key(order_id, venue), s)
     if j < 0:
         counters[UNKNOWN_ORDERS] += 1
-        return 0
-    left = np.int64(book.orders[j]["qty"])
-    return _quote(_reduce_order(book, j, left if delete else min(qty, left), counters))
+        return 0, 0
+    left = np.int64(orders[j]["qty"])
+    side = _reduce_order(orders, order_info, venue_info, j, left if delete else min(qty, left),
+                         deltas)
+    return side, 1
 
 
-@njit(cache=True, inline="always")
-def _replace(book, ev, s, venue, counters):
+@njit(cache=True, _nrt=False, inline="always")
+def _replace(ev, s, venue, orders, order_info, venue_info, deltas, counters):
     order_id = ev["order_id"]
     new_order_id = ev["new_order_id"]
     price = ev["price"]
@@ -301,79 +343,105 @@ def _replace(book, ev, s, venue, counters):
     if (not _valid_order_id(order_id) or not _valid_order_id(new_order_id)
             or price <= 0 or qty == 0):
         counters[BAD_EVENTS] += 1
-        return 0
+        return 0, 0
     key = _order_key(order_id, venue)
-    j = _find_symbol_order(book, key, s)
+    j = _find_symbol_order(orders, order_info, venue_info, key, s)
     if j < 0:
         counters[UNKNOWN_ORDERS] += 1
-        return 0
+        return 0, 0
     new_key = _order_key(new_order_id, venue)
-    if new_key != key and _live(book, _find(book, new_key)):
+    if new_key != key and _live(orders, venue_info, _find(orders, order_info, new_key)):
         counters[BAD_EVENTS] += 1
-        return 0
-    side = np.int64(book.orders[j]["side"])
-    old_price = book.orders[j]["price"]
-    old_qty = np.int64(book.orders[j]["qty"])
-    _remove_order(book, j)
-    _insert_order(book, new_key, s, side, price, qty)
+        return 0, 0
+    side = np.int64(orders[j]["side"])
+    old_price = orders[j]["price"]
+    old_qty = np.int64(orders[j]["qty"])
+    _remove_order(orders, order_info, venue_info, j)
+    _insert_order(orders, order_info, venue_info, new_key, s, side, price, qty)
     if price == old_price and qty == old_qty:
-        return 0  # the levels end as they began
-    changed = _change_level(book, s, venue, side, _level_key(old_price, side), -old_qty, -1,
-                            counters)
-    changed |= _change_level(book, s, venue, side, _level_key(price, side), qty, 1, counters)
-    return _quote(changed)
+        return side, 0  # the levels end as they began
+    _set_delta(deltas, 0, _level_key(old_price, side), -old_qty, -1)
+    _set_delta(deltas, 1, _level_key(price, side), qty, 1)
+    return side, 2
 
 
-@njit(cache=True, inline="always")
-def _trade(book, ev, s, counters):
+@njit(cache=True, _nrt=False)
+def _trade(ev, s, quotes, last_trade_ts, counters):
+    """Returns whether it printed."""
     qty = np.int64(ev["qty"])
     if ev["price"] <= 0 or qty == 0:
         counters[BAD_EVENTS] += 1
-        return 0
-    _print_trade(book, s, ev["price"], qty, ev["exch_ts"])
-    return RES_TRADE
+        return False
+    _print_trade(quotes, last_trade_ts, s, ev["price"], qty, ev["exch_ts"])
+    return True
 
 
-@njit(cache=True, inline="always")
-def _clear(book, s, venue):
-    book.generation[s, venue] += 1
-    book.order_count[LIVE] -= book.venue_orders[s, venue]
-    book.venue_orders[s, venue] = 0
+@njit(cache=True, _nrt=False)
+def _clear(s, venue, order_info, venue_info, levels, n_levels, quotes, depth):
+    venue_info[s, venue, GENERATION] = (venue_info[s, venue, GENERATION] + 1) & 0xFFFFFFFF
+    order_info[LIVE] -= venue_info[s, venue, VENUE_ORDERS]
+    venue_info[s, venue, VENUE_ORDERS] = 0
     for side in range(2):
-        book.n_levels[s, venue, side] = 0
-        _cons_rebuild(book, s, side)
-    return RES_CLEAR
+        n_levels[s, venue, side] = 0
+        _quote_rebuild(levels, n_levels, quotes, depth, s, side)
 
 
-@njit(cache=True, inline="always")
-def _quote(changed):
-    return RES_QUOTE if changed else 0
+@njit(cache=True, _nrt=False, inline="always")
+def _set_delta(deltas, k, key, qty, count):
+    deltas[k, KEY] = key
+    deltas[k, QTY] = qty
+    deltas[k, COUNT] = count
 
 
-@njit(cache=True, inline="always")
-def _print_trade(book, s, price, qty, exch_ts):
-    book.last_px[s] = price
-    book.last_qty[s] = qty
-    book.last_trade_ts[s] = exch_ts
-    book.volume[s] += qty
-    book.notional[s] += price * qty
-    book.trades[s] += 1
+@njit(cache=True, _nrt=False, inline="always")
+def _print_trade(quotes, last_trade_ts, s, price, qty, exch_ts):
+    q = quotes[s]
+    q["last_px"] = price
+    q["last_qty"] = qty
+    q["volume"] += qty
+    q["notional"] += price * qty
+    q["trades"] += 1
+    last_trade_ts[s] = exch_ts
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _reduce_order(orders, order_info, venue_info, j, qty, deltas):
+    """Take qty (at most what is left) off the order in slot j, removing it at zero.
+
+    Leaves the level delta in deltas[0]; returns the order's side.
+    """
+    o = orders[j]
+    side = np.int64(o["side"])
+    key = _level_key(o["price"], side)
+    left = np.int64(o["qty"]) - qty
+    if left == 0:
+        _remove_order(orders, order_info, venue_info, j)
+        _set_delta(deltas, 0, key, -qty, -1)
+    else:
+        o["qty"] = left
+        _set_delta(deltas, 0, key, -qty, 0)
+    return side
 
 
 # ---------------------------------------------------------------------------
 # order map
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _valid_order_id(order_id):
     return order_id != 0 and (order_id >> np.uint64(61)) == 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _order_key(order_id, venue):
     return (order_id << np.uint64(3)) | np.uint64(venue)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
+def _key_venue(key):
+    return np.int64(key & np.uint64(7))
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def _home(key, hash_shift):
     # Fibonacci hashing of the key folded to 32 bits: the product stays below
     # 2**64, so it neither wraps nor warns when run as plain Python.
@@ -382,12 +450,11 @@ def _home(key, hash_shift):
                     >> np.uint64(hash_shift))
 
 
-@njit(cache=True, inline="always")
-def _find(book, key):
+@njit(cache=True, _nrt=False, inline="always")
+def _find(orders, order_info, key):
     """Slot holding key (live or stale), or -1."""
-    orders = book.orders
     mask = orders.shape[0] - 1
-    j = _home(key, book.hash_shift)
+    j = _home(key, order_info[HASH_SHIFT])
     while True:
         k = orders[j]["key"]
         if k == key:
@@ -397,281 +464,363 @@ def _find(book, key):
         j = (j + 1) & mask
 
 
-@njit(cache=True, inline="always")
-def _live(book, j):
+@njit(cache=True, _nrt=False, inline="always")
+def _live(orders, venue_info, j):
     if j < 0:
         return False
-    o = book.orders[j]
-    venue = np.int64(o["key"] & np.uint64(7))
-    return o["generation"] == book.generation[o["symbol"], venue]
+    o = orders[j]
+    return np.int64(o["generation"]) == venue_info[o["symbol"], _key_venue(o["key"]), GENERATION]
 
 
-@njit(cache=True, inline="always")
-def _find_symbol_order(book, key, s):
+@njit(cache=True, _nrt=False, inline="always")
+def _find_symbol_order(orders, order_info, venue_info, key, s):
     """Slot of the live order key of local symbol s, or -1."""
-    j = _find(book, key)
-    if _live(book, j) and book.orders[j]["symbol"] == s:
+    j = _find(orders, order_info, key)
+    if _live(orders, venue_info, j) and orders[j]["symbol"] == s:
         return j
     return -1
 
 
-@njit(cache=True, inline="always")
-def _insert_order(book, key, s, side, price, qty):
+@njit(cache=True, _nrt=False, inline="always")
+def _insert_order(orders, order_info, venue_info, key, s, side, price, qty):
     """Insert a key that is not live (a stale slot of the same key is reused)."""
-    orders = book.orders
-    mask = orders.shape[0] - 1
-    if book.order_count[OCCUPIED] >= orders.shape[0] - orders.shape[0] // 4:
-        _sweep(book)
-    j = _home(key, book.hash_shift)
+    capacity = orders.shape[0]
+    if order_info[OCCUPIED] >= capacity - capacity // 4:
+        _sweep(orders, order_info, venue_info)
+    mask = capacity - 1
+    j = _home(key, order_info[HASH_SHIFT])
     while orders[j]["key"] != 0 and orders[j]["key"] != key:
         j = (j + 1) & mask
     o = orders[j]
     if o["key"] == 0:
-        book.order_count[OCCUPIED] += 1
-    venue = np.int64(key & np.uint64(7))
+        order_info[OCCUPIED] += 1
+    venue = _key_venue(key)
     o["key"] = key
     o["price"] = price
     o["qty"] = qty
-    o["generation"] = book.generation[s, venue]
+    o["generation"] = venue_info[s, venue, GENERATION]
     o["symbol"] = s
     o["side"] = side
-    book.order_count[LIVE] += 1
-    book.venue_orders[s, venue] += 1
+    order_info[LIVE] += 1
+    venue_info[s, venue, VENUE_ORDERS] += 1
 
 
-@njit(cache=True, inline="always")
-def _remove_order(book, j):
-    o = book.orders[j]
-    book.order_count[LIVE] -= 1
-    book.venue_orders[o["symbol"], np.int64(o["key"] & np.uint64(7))] -= 1
-    _free_slot(book, j)
+@njit(cache=True, _nrt=False, inline="always")
+def _remove_order(orders, order_info, venue_info, j):
+    o = orders[j]
+    order_info[LIVE] -= 1
+    venue_info[o["symbol"], _key_venue(o["key"]), VENUE_ORDERS] -= 1
+    _free_slot(orders, order_info, j)
 
 
-@njit(cache=True, inline="always")
-def _free_slot(book, j):
+@njit(cache=True, _nrt=False)
+def _free_slot(orders, order_info, j):
     """Empty slot j, shifting back later keys of its cluster so probes stay unbroken."""
-    orders = book.orders
     mask = orders.shape[0] - 1
+    hash_shift = order_info[HASH_SHIFT]
     hole = j
     k = (j + 1) & mask
     while orders[k]["key"] != 0:
         # A key may fill the hole unless its home lies cyclically in (hole, k].
-        home = _home(orders[k]["key"], book.hash_shift)
-        if ((k - home) & mask) >= ((k - hole) & mask):
+        home = _home(orders[k]["key"], hash_shift)
+        if ((k - home) & mask) > ((k - hole) & mask):
             orders[hole] = orders[k]
             hole = k
         k = (k + 1) & mask
     orders[hole]["key"] = 0
-    book.order_count[OCCUPIED] -= 1
+    order_info[OCCUPIED] -= 1
 
 
-@njit(cache=True, inline="always")
-def _sweep(book):
+@njit(cache=True, _nrt=False)
+def _sweep(orders, order_info, venue_info):
     """Free every stale slot."""
-    orders = book.orders
     j = 0
     while j < orders.shape[0]:
         # a freed slot may receive a later key: look at it again
-        if orders[j]["key"] != 0 and not _live(book, j):
-            _free_slot(book, j)
+        if orders[j]["key"] != 0 and not _live(orders, venue_info, j):
+            _free_slot(orders, order_info, j)
         else:
             j += 1
 
 
-@njit(cache=True, inline="always")
-def _reduce_order(book, j, qty, counters):
-    """Take qty (<= its quantity) off the order in slot j; remove it at zero."""
-    o = book.orders[j]
-    s = np.int64(o["symbol"])
-    venue = np.int64(o["key"] & np.uint64(7))
-    side = np.int64(o["side"])
-    key = _level_key(o["price"], side)
-    left = np.int64(o["qty"]) - qty
-    if left == 0:
-        _remove_order(book, j)
-        return _change_level(book, s, venue, side, key, -qty, -1, counters)
-    o["qty"] = left
-    return _change_level(book, s, venue, side, key, -qty, 0, counters)
+@njit(cache=True, _nrt=False, inline="always")
+def _prefetch_order(ev, orders, order_info):
+    """Start loading the slots an upcoming event will probe."""
+    etype = ev["type"]
+    if etype < EV_ADD or etype > EV_REPLACE:
+        return
+    hash_shift = order_info[HASH_SHIFT]
+    venue = np.uint64(ev["venue"] & 7)
+    _prefetch(orders, _home(_order_key(ev["order_id"], venue), hash_shift))
+    if etype == EV_REPLACE:
+        _prefetch(orders, _home(_order_key(ev["new_order_id"], venue), hash_shift))
+
+
+def _prefetch(array, index):
+    """Hint that array[index] is about to be read (nothing, without the JIT)."""
+
+
+@intrinsic
+def _prefetch_intrinsic(typingctx, array, index):
+    def codegen(context, builder, sig, args):
+        arrty = sig.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]],
+                                       wraparound=False)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        # read, keep in all cache levels, data
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(array, index), codegen
+
+
+@overload(_prefetch, jit_options={"_nrt": False})
+def _prefetch_jit(array, index):
+    return lambda array, index: _prefetch_intrinsic(array, index)
 
 
 # ---------------------------------------------------------------------------
-# price ladders and consolidated depth
+# price ladders and the quote's depth
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _level_key(price, side):
     return price if side == SIDE_BID else -price
 
 
-@njit(cache=True, inline="always")
-def _change_level(book, s, venue, side, key, dqty, dcount, counters):
+@njit(cache=True, _nrt=False, inline="always")
+def _change_level(levels, n_levels, quotes, depth, s, venue, side, key, dqty, dcount,
+                  counters):
     """Add dqty and dcount orders to the venue's level at key.
 
-    Returns True when the venue's best level or the consolidated depth changed.
+    Returns True when the venue's best level or the quote's depth changed.
     """
-    keys = book.level_key[s, venue, side]
-    qtys = book.level_qty[s, venue, side]
-    counts = book.level_count[s, venue, side]
-    n = book.n_levels[s, venue, side]
+    ladder = levels[s, venue, side]
+    n = n_levels[s, venue, side]
     i = n - 1
-    while i >= 0 and keys[i] > key:
+    while i >= 0 and ladder[i, KEY] > key:
         i -= 1
-    depth = n - 1 - i  # levels better than key
-    changed = depth == 0
-    if i >= 0 and keys[i] == key:
-        qty = qtys[i]
-        if qty + dqty > 0 and counts[i] + dcount > 0:
-            qtys[i] = qty + dqty
-            counts[i] += dcount
-            if depth < TOP_LEVELS:
-                changed |= _cons_change(book, s, side, key, dqty, False)
-            return changed
-        for k in range(i, n - 1):
-            keys[k] = keys[k + 1]
-            qtys[k] = qtys[k + 1]
-            counts[k] = counts[k + 1]
-        book.n_levels[s, venue, side] = n - 1
-        if depth < TOP_LEVELS:
-            changed |= _cons_change(book, s, side, key, -qty, True)
-        return changed
-    if dqty <= 0:
-        return False  # its level was dropped when the ladder overflowed
-    max_levels = keys.shape[0]
-    if n == max_levels:
-        counters[BOOK_OVERFLOWS] += 1
-        if i < 0:
-            return False  # the new level would be the deepest: drop it
-        dropped_key = keys[0]
-        dropped_qty = qtys[0]
-        for k in range(n - 1):
-            keys[k] = keys[k + 1]
-            qtys[k] = qtys[k + 1]
-            counts[k] = counts[k + 1]
-        n -= 1
-        i -= 1
-        book.n_levels[s, venue, side] = n
-        if max_levels - 1 < TOP_LEVELS:
-            changed |= _cons_change(book, s, side, dropped_key, -dropped_qty, True)
-    for k in range(n - 1, i, -1):
-        keys[k + 1] = keys[k]
-        qtys[k + 1] = qtys[k]
-        counts[k + 1] = counts[k]
-    keys[i + 1] = key
-    qtys[i + 1] = dqty
-    counts[i + 1] = dcount
-    book.n_levels[s, venue, side] = n + 1
-    if depth < TOP_LEVELS:
-        changed |= _cons_change(book, s, side, key, dqty, True)
+    better = n - 1 - i  # levels better than key
+    if i >= 0 and ladder[i, KEY] == key:
+        qty = ladder[i, QTY] + dqty
+        count = ladder[i, COUNT] + dcount
+        reshaped = qty <= 0 or count <= 0
+        if not reshaped:
+            ladder[i, QTY] = qty
+            ladder[i, COUNT] = count
+        else:
+            dqty = -ladder[i, QTY]  # the level goes with all it held
+            for k in range(i, n - 1):
+                ladder[k, KEY] = ladder[k + 1, KEY]
+                ladder[k, QTY] = ladder[k + 1, QTY]
+                ladder[k, COUNT] = ladder[k + 1, COUNT]
+            n_levels[s, venue, side] = n - 1
+    else:
+        if dqty <= 0:
+            return False  # its level was dropped when the ladder overflowed
+        if n == ladder.shape[0]:
+            if i < 0:
+                counters[BOOK_OVERFLOWS] += 1
+                return False  # the new level would be the deepest: drop it
+            _drop_deepest(levels, n_levels, quotes, depth, s, venue, side, counters)
+            n -= 1
+            i -= 1
+        for k in range(n - 1, i, -1):
+            ladder[k + 1, KEY] = ladder[k, KEY]
+            ladder[k + 1, QTY] = ladder[k, QTY]
+            ladder[k + 1, COUNT] = ladder[k, COUNT]
+        ladder[i + 1, KEY] = key
+        ladder[i + 1, QTY] = dqty
+        ladder[i + 1, COUNT] = dcount
+        n_levels[s, venue, side] = n + 1
+        reshaped = True
+    changed = better == 0
+    if better < TOP_LEVELS:
+        changed |= _quote_change(levels, n_levels, quotes, depth, s, side, key, dqty,
+                                 reshaped)
     return changed
 
 
-@njit(cache=True, inline="always")
-def _cons_change(book, s, side, key, dqty, reshaped):
-    """Carry a venue level's change into the consolidated depth.
+@njit(cache=True, _nrt=False)
+def _drop_deepest(levels, n_levels, quotes, depth, s, venue, side, counters):
+    """Make room in a full ladder by dropping its deepest level."""
+    counters[BOOK_OVERFLOWS] += 1
+    ladder = levels[s, venue, side]
+    n = n_levels[s, venue, side]
+    key = ladder[0, KEY]
+    qty = ladder[0, QTY]
+    for k in range(n - 1):
+        ladder[k, KEY] = ladder[k + 1, KEY]
+        ladder[k, QTY] = ladder[k + 1, QTY]
+        ladder[k, COUNT] = ladder[k + 1, COUNT]
+    n_levels[s, venue, side] = n - 1
+    if n - 1 < TOP_LEVELS:
+        _quote_change(levels, n_levels, quotes, depth, s, side, key, -qty, True)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _side_depth(q, side):
+    """The quote's depth arrays (price, qty) of one side."""
+    if side == SIDE_BID:
+        return q["level_bid_px"], q["level_bid_qty"]
+    return q["level_ask_px"], q["level_ask_qty"]
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _quote_change(levels, n_levels, quotes, depth, s, side, key, dqty, reshaped):
+    """Carry a change of a venue's level into the symbol's quote.
 
     The venue ladders already hold the change. reshaped: the venue's level was
-    created or removed (so the venues at that price changed). Returns True when
-    the consolidated levels changed.
+    created or removed, so the venues at that price changed. Returns True when
+    the quote's depth changed.
     """
-    keys = book.cons_key[s, side]
-    qtys = book.cons_qty[s, side]
-    n = book.cons_n[s, side]
+    q = quotes[s]
+    px, qty = _side_depth(q, side)
+    sign = 1 if side == SIDE_BID else -1
+    price = sign * key
+    n = depth[s, side]
     i = 0
-    while i < n and keys[i] > key:
+    while i < n and sign * px[i] > key:
         i += 1
-    if i < n and keys[i] == key:
-        qtys[i] += dqty
-        if qtys[i] <= 0:
+    if i < n and px[i] == price:
+        left = qty[i] + dqty
+        if left > 0:
+            qty[i] = left
+        else:
             for k in range(i, n - 1):
-                keys[k] = keys[k + 1]
-                qtys[k] = qtys[k + 1]
-            book.cons_n[s, side] = n - 1
+                px[k] = px[k + 1]
+                qty[k] = qty[k + 1]
+            px[n - 1] = 0
+            qty[n - 1] = 0
+            depth[s, side] = n - 1
             if n == TOP_LEVELS:
-                _cons_append_next(book, s, side)
-        if reshaped and i == 0:
-            _cons_best_venue(book, s, side)
-        return True
-    if i == TOP_LEVELS or dqty <= 0:
-        return False  # below the consolidated top levels
-    last = min(n, TOP_LEVELS - 1)
-    for k in range(last, i, -1):
-        keys[k] = keys[k - 1]
-        qtys[k] = qtys[k - 1]
-    keys[i] = key
-    qtys[i] = dqty
-    book.cons_n[s, side] = last + 1
+                _quote_append_next(levels, n_levels, quotes, depth, s, side)
+    elif i < TOP_LEVELS and dqty > 0:
+        last = min(n, TOP_LEVELS - 1)
+        for k in range(last, i, -1):
+            px[k] = px[k - 1]
+            qty[k] = qty[k - 1]
+        px[i] = price
+        qty[i] = dqty
+        depth[s, side] = last + 1
+    else:
+        return False  # below the quote's depth
     if i == 0:
-        _cons_best_venue(book, s, side)
+        _quote_best(levels, n_levels, quotes, depth, s, side, reshaped)
     return True
 
 
-@njit(cache=True, inline="always")
-def _cons_append_next(book, s, side):
-    """Append the best key over all venues below the last consolidated level."""
-    n = book.cons_n[s, side]
-    bound = book.cons_key[s, side, n - 1] if n > 0 else 0
+@njit(cache=True, _nrt=False)
+def _quote_append_next(levels, n_levels, quotes, depth, s, side):
+    """Append the best key over all venues below the quote's last level."""
+    px, qty = _side_depth(quotes[s], side)
+    sign = 1 if side == SIDE_BID else -1
+    n = depth[s, side]
+    bound = sign * px[n - 1] if n > 0 else 0
     best = _NO_KEY
-    qty = 0
-    for venue in range(book.n_levels.shape[1]):
-        keys = book.level_key[s, venue, side]
-        j = book.n_levels[s, venue, side] - 1
+    total = 0
+    for venue in range(n_levels.shape[1]):
+        ladder = levels[s, venue, side]
+        j = n_levels[s, venue, side] - 1
         if n > 0:
-            while j >= 0 and keys[j] >= bound:
+            while j >= 0 and ladder[j, KEY] >= bound:
                 j -= 1
         if j < 0:
             continue
-        if keys[j] > best:
-            best = keys[j]
-            qty = book.level_qty[s, venue, side, j]
-        elif keys[j] == best:
-            qty += book.level_qty[s, venue, side, j]
-    if qty == 0:
+        if ladder[j, KEY] > best:
+            best = ladder[j, KEY]
+            total = ladder[j, QTY]
+        elif ladder[j, KEY] == best:
+            total += ladder[j, QTY]
+    if total == 0:
         return False
-    book.cons_key[s, side, n] = best
-    book.cons_qty[s, side, n] = qty
-    book.cons_n[s, side] = n + 1
+    px[n] = sign * best
+    qty[n] = total
+    depth[s, side] = n + 1
     return True
 
 
-@njit(cache=True, inline="always")
-def _cons_rebuild(book, s, side):
-    book.cons_n[s, side] = 0
-    while book.cons_n[s, side] < TOP_LEVELS and _cons_append_next(book, s, side):
+@njit(cache=True, _nrt=False)
+def _quote_rebuild(levels, n_levels, quotes, depth, s, side):
+    px, qty = _side_depth(quotes[s], side)
+    for k in range(TOP_LEVELS):
+        px[k] = 0
+        qty[k] = 0
+    depth[s, side] = 0
+    while depth[s, side] < TOP_LEVELS and _quote_append_next(levels, n_levels, quotes, depth,
+                                                             s, side):
         pass
-    _cons_best_venue(book, s, side)
+    _quote_best(levels, n_levels, quotes, depth, s, side, True)
 
 
-@njit(cache=True, inline="always")
-def _cons_best_venue(book, s, side):
-    book.best_venue[s, side] = NO_VENUE
-    if book.cons_n[s, side] == 0:
-        return
-    best = book.cons_key[s, side, 0]
-    for venue in range(book.n_levels.shape[1]):
-        n = book.n_levels[s, venue, side]
-        if n > 0 and book.level_key[s, venue, side, n - 1] == best:
-            book.best_venue[s, side] = venue
-            return
+@njit(cache=True, _nrt=False, inline="always")
+def _quote_best(levels, n_levels, quotes, depth, s, side, reshaped):
+    """Refresh the quote's best price, qty and (when reshaped) venue from its depth."""
+    q = quotes[s]
+    px, qty = _side_depth(q, side)
+    best_venue = NO_VENUE
+    if reshaped and depth[s, side] > 0:
+        best = px[0] if side == SIDE_BID else -px[0]
+        for venue in range(n_levels.shape[1]):
+            n = n_levels[s, venue, side]
+            if n > 0 and levels[s, venue, side, n - 1, KEY] == best:
+                best_venue = venue
+                break
+    if side == SIDE_BID:
+        q["bid_px"] = px[0]
+        q["bid_qty"] = qty[0]
+        if reshaped:
+            q["bid_venue"] = best_venue
+    else:
+        q["ask_px"] = px[0]
+        q["ask_qty"] = qty[0]
+        if reshaped:
+            q["ask_venue"] = best_venue
 
 
 # ---------------------------------------------------------------------------
 # results
 
-@njit(cache=True, inline="always")
-def _write_marker(r, ev, kind, proc_ts):
-    _zero_result(r)
+@njit(cache=True, _nrt=False, inline="always")
+def _stamp_result(r, ev, kind, venue, s, levels, n_levels, proc_ts):
+    """Stamp a copy of the symbol's quote with the event and the venue's best levels."""
     r["seq"] = ev["seq"]
     r["exch_ts"] = ev["exch_ts"]
     r["recv_ts"] = ev["recv_ts"]
     r["proc_ts"] = proc_ts
+    r["venue"] = venue
     r["kind"] = kind
     r["event_type"] = ev["type"]
+    n = n_levels[s, venue, SIDE_BID]
+    if n > 0:
+        r["venue_bid_px"] = levels[s, venue, SIDE_BID, n - 1, KEY]
+        r["venue_bid_qty"] = levels[s, venue, SIDE_BID, n - 1, QTY]
+    n = n_levels[s, venue, SIDE_ASK]
+    if n > 0:
+        r["venue_ask_px"] = -levels[s, venue, SIDE_ASK, n - 1, KEY]
+        r["venue_ask_qty"] = levels[s, venue, SIDE_ASK, n - 1, QTY]
+    flags = 0
+    if r["bid_qty"] > 0 and r["ask_qty"] > 0:
+        if r["bid_px"] == r["ask_px"]:
+            flags = RFLAG_LOCKED
+        elif r["bid_px"] > r["ask_px"]:
+            flags = RFLAG_CROSSED
+    r["flags"] = flags
 
 
-@njit(cache=True, inline="always")
-def _zero_result(r):
+@njit(cache=True, _nrt=False, inline="always")
+def _write_marker(r, ev, kind, proc_ts):
+    r["seq"] = ev["seq"]
+    r["exch_ts"] = ev["exch_ts"]
+    r["recv_ts"] = ev["recv_ts"]
+    r["proc_ts"] = proc_ts
     r["symbol"] = 0
     r["venue"] = 0
+    r["kind"] = kind
     r["flags"] = 0
+    r["event_type"] = ev["type"]
     r["venue_bid_px"] = 0
     r["venue_bid_qty"] = 0
     r["venue_ask_px"] = 0
@@ -687,76 +836,21 @@ def _zero_result(r):
     r["volume"] = 0
     r["notional"] = 0
     r["trades"] = 0
+    level_bid_px = r["level_bid_px"]
+    level_bid_qty = r["level_bid_qty"]
+    level_ask_px = r["level_ask_px"]
+    level_ask_qty = r["level_ask_qty"]
     for k in range(TOP_LEVELS):
-        r["level_bid_px"][k] = 0
-        r["level_bid_qty"][k] = 0
-        r["level_ask_px"][k] = 0
-        r["level_ask_qty"][k] = 0
-    _zero_pads(r)
-
-
-@njit(cache=True, inline="always")
-def _zero_pads(r):
+        level_bid_px[k] = 0
+        level_bid_qty[k] = 0
+        level_ask_px[k] = 0
+        level_ask_qty[k] = 0
     pad0 = r["_pad0"]
     for k in range(pad0.shape[0]):
         pad0[k] = 0
     pad1 = r["_pad1"]
     for k in range(pad1.shape[0]):
         pad1[k] = 0
-
-
-@njit(cache=True, inline="always")
-def _write_result(r, ev, kind, s, book, proc_ts):
-    venue = np.int64(ev["venue"])
-    r["seq"] = ev["seq"]
-    r["exch_ts"] = ev["exch_ts"]
-    r["recv_ts"] = ev["recv_ts"]
-    r["proc_ts"] = proc_ts
-    r["symbol"] = book.symbols[s]
-    r["venue"] = venue
-    r["kind"] = kind
-    r["event_type"] = ev["type"]
-
-    n = book.n_levels[s, venue, SIDE_BID]
-    r["venue_bid_px"] = book.level_key[s, venue, SIDE_BID, n - 1] if n > 0 else 0
-    r["venue_bid_qty"] = book.level_qty[s, venue, SIDE_BID, n - 1] if n > 0 else 0
-    n = book.n_levels[s, venue, SIDE_ASK]
-    r["venue_ask_px"] = -book.level_key[s, venue, SIDE_ASK, n - 1] if n > 0 else 0
-    r["venue_ask_qty"] = book.level_qty[s, venue, SIDE_ASK, n - 1] if n > 0 else 0
-
-    bid_n = book.cons_n[s, SIDE_BID]
-    ask_n = book.cons_n[s, SIDE_ASK]
-    level_bid_px = r["level_bid_px"]
-    level_bid_qty = r["level_bid_qty"]
-    level_ask_px = r["level_ask_px"]
-    level_ask_qty = r["level_ask_qty"]
-    for k in range(TOP_LEVELS):
-        level_bid_px[k] = book.cons_key[s, SIDE_BID, k] if k < bid_n else 0
-        level_bid_qty[k] = book.cons_qty[s, SIDE_BID, k] if k < bid_n else 0
-        level_ask_px[k] = -book.cons_key[s, SIDE_ASK, k] if k < ask_n else 0
-        level_ask_qty[k] = book.cons_qty[s, SIDE_ASK, k] if k < ask_n else 0
-    bid_px = level_bid_px[0]
-    ask_px = level_ask_px[0]
-    r["bid_px"] = bid_px
-    r["bid_qty"] = level_bid_qty[0]
-    r["ask_px"] = ask_px
-    r["ask_qty"] = level_ask_qty[0]
-    r["bid_venue"] = book.best_venue[s, SIDE_BID]
-    r["ask_venue"] = book.best_venue[s, SIDE_ASK]
-    flags = 0
-    if bid_n > 0 and ask_n > 0:
-        if bid_px == ask_px:
-            flags = RFLAG_LOCKED
-        elif bid_px > ask_px:
-            flags = RFLAG_CROSSED
-    r["flags"] = flags
-
-    r["last_px"] = book.last_px[s]
-    r["last_qty"] = book.last_qty[s]
-    r["volume"] = book.volume[s]
-    r["notional"] = book.notional[s]
-    r["trades"] = book.trades[s]
-    _zero_pads(r)
 
 
 # ---------------------------------------------------------------------------
@@ -771,7 +865,7 @@ def apply(book, events, proc_ts=0):
     Counts go to ``book.counters``.
 
     >>> results = apply(book, events)
-    >>> results[results["kind"] == RES_TRADE]["last_px"]
+    >>> trades = results[results["kind"] == RES_TRADE]
     """
     events = np.asarray(events)
     if events.dtype != EVENT:
@@ -810,38 +904,32 @@ def venue_levels(book, symbol, venue, side):
     >>> px, qty, count = venue_levels(book, symbol=5, venue=0, side=SIDE_BID)
     """
     s = _local(book, symbol)
-    if not 0 <= venue < book.n_levels.shape[1]:
-        raise ValueError(f"venue must be in 0..{book.n_levels.shape[1] - 1}, got {venue}")
+    n_venues = book.venue_info.shape[1]
+    if not 0 <= venue < n_venues:
+        raise ValueError(f"venue must be in 0..{n_venues - 1}, got {venue}")
     if side not in (SIDE_BID, SIDE_ASK):
         raise ValueError(f"side must be SIDE_BID or SIDE_ASK, got {side}")
     n = book.n_levels[s, venue, side]
-    keys = book.level_key[s, venue, side, :n][::-1]
-    return (keys.copy() if side == SIDE_BID else -keys,
-            book.level_qty[s, venue, side, :n][::-1].copy(),
-            book.level_count[s, venue, side, :n][::-1].copy())
+    ladder = book.levels[s, venue, side, :n][::-1]
+    sign = 1 if side == SIDE_BID else -1
+    return sign * ladder[:, KEY], ladder[:, QTY].copy(), ladder[:, COUNT].copy()
+
+
+_QUOTE_FIELDS = ("bid_px", "bid_qty", "bid_venue", "ask_px", "ask_qty", "ask_venue")
+_DEPTH_FIELDS = ("level_bid_px", "level_bid_qty", "level_ask_px", "level_ask_qty")
 
 
 def consolidated(book, symbol):
     """Consolidated best bid/offer and TOP_LEVELS depth of a symbol, as a dict.
 
-    Levels are best first and zero-filled; an empty side has price and qty 0
-    and venue NO_VENUE.
+    Keys are the RESULT field names (and ``flags``). Levels are best first and
+    zero-filled; an empty side has price and qty 0 and venue NO_VENUE.
 
     >>> consolidated(book, 5)["bid_px"]
     """
-    s = _local(book, symbol)
-    top = {}
-    for side, name, sign in ((SIDE_BID, "bid", 1), (SIDE_ASK, "ask", -1)):
-        n = book.cons_n[s, side]
-        px = np.zeros(TOP_LEVELS, np.int64)
-        qty = np.zeros(TOP_LEVELS, np.int64)
-        px[:n] = sign * book.cons_key[s, side, :n]
-        qty[:n] = book.cons_qty[s, side, :n]
-        top[f"level_{name}_px"] = px
-        top[f"level_{name}_qty"] = qty
-        top[f"{name}_px"] = int(px[0])
-        top[f"{name}_qty"] = int(qty[0])
-        top[f"{name}_venue"] = int(book.best_venue[s, side])
+    q = book.quotes[_local(book, symbol)]
+    top = {name: int(q[name]) for name in _QUOTE_FIELDS}
+    top.update({name: q[name].copy() for name in _DEPTH_FIELDS})
     flags = 0
     if top["bid_qty"] and top["ask_qty"]:
         if top["bid_px"] == top["ask_px"]:
@@ -853,10 +941,18 @@ def consolidated(book, symbol):
 
 
 def last_trade(book, symbol):
-    """The symbol's trade tape: last print and cumulative volume, notional, trades.
+    """The symbol's tape: last print (px, qty, exchange ts), volume, notional, trades.
 
     >>> last_trade(book, 5)["volume"]
     """
     s = _local(book, symbol)
-    return {name: int(getattr(book, name)[s])
-            for name in ("last_px", "last_qty", "last_trade_ts", "volume", "notional", "trades")}
+    q = book.quotes[s]
+    tape = {name: int(q[name]) for name in ("last_px", "last_qty", "volume", "notional",
+                                            "trades")}
+    tape["last_trade_ts"] = int(book.last_trade_ts[s])
+    return tape
+
+
+def live_orders(book):
+    """Live orders over all owned symbols and venues."""
+    return int(book.order_info[LIVE])

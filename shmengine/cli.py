@@ -46,6 +46,8 @@ def add_run(sub):
                    help="after the last event, keep the final state attachable until stopped")
     p.add_argument("--drop", action="store_const", const=True,
                    help="drop (and count) events when a worker's ring is full")
+    p.add_argument("--summary-json", dest="summary_json", metavar="FILE",
+                   help="write the final figures and latency histogram to FILE as JSON")
     p.add_argument("--save-snapshot", dest="save_snapshot", metavar="FILE",
                    help="write the final snapshot table to FILE (.npy or .parquet)")
     p.set_defaults(func=cmd_run)
@@ -54,7 +56,7 @@ def add_run(sub):
 def cmd_run(args):
     from . import config, supervisor
     keys = ("name", "symbols", "venues", "workers", "cpus", "rate", "duration", "events", "wait",
-            "seed", "batch", "ring_capacity", "bcast_capacity", "linger", "drop", "save_snapshot")
+            "seed", "batch", "ring_capacity", "bcast_capacity", "linger", "drop", "save_snapshot", "summary_json")
     cfg = config.load(args.config, {k: getattr(args, k) for k in keys})
     return supervisor.run(cfg)
 

@@ -38,13 +38,14 @@ class Config:
     wait: str = "adaptive"         # spin | adaptive
     seed: int = 1
     save_snapshot: str = ""        # .npy or .parquet file for the final snapshot table
+    summary_json: str = ""         # write the final figures (and latency histogram) here
     linger: bool = False           # after the stream ends, keep serving the final state until stopped
     ring_capacity: int = 1 << 16   # records per feed->worker and worker->aggregator ring
     bcast_capacity: int = 1 << 18  # records in the broadcast ring
     batch: int = 1024              # most records a process moves at once
     drop: bool = False             # drop (and count) instead of blocking when a ring is full
     book_levels: int = 64          # price levels kept per side per venue
-    book_orders: int = 1 << 20     # live orders per worker
+    book_orders: int = 0           # live orders per worker; 0: 64 per (symbol, venue) it owns
     heartbeat_timeout: float = 5.0  # seconds without a heartbeat before a process is declared hung
     spins: int = 20000             # wait strategy: PAUSE loops before yielding
     yields: int = 100              # adaptive: sched_yield calls before sleeping
@@ -63,7 +64,7 @@ _INT_RANGES = {
     "symbols": (1, L.MAX_SYMBOLS), "venues": (1, L.MAX_VENUES), "workers": (1, L.MAX_WORKERS),
     "events": (0, 2**62), "seed": (0, 2**63 - 1), "ring_capacity": (64, 1 << 26),
     "bcast_capacity": (64, 1 << 26), "batch": (1, 1 << 16), "book_levels": (2, 4096),
-    "book_orders": (16, 1 << 28), "spins": (0, 1 << 30),
+    "book_orders": (0, 1 << 28), "spins": (0, 1 << 30),
     "yields": (0, 1 << 20), "sleep_us": (1, 1_000_000),
 }
 

@@ -53,20 +53,27 @@ def _wait_room(hdrs, hdrs32, tails, w, need, capacity, procs, me, mode, spins, y
 
 
 @njit(cache=True)
-def route(buf, start, n, partition, hdrs, hdrs32, slots, mask, tails, policy, ctl, procs, me,
-          mode, spins, yields, sleep_ns):
-    """Copy buf[start:start+n] to the owners' rings; returns how many were taken."""
+def route(buf, start, n, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, ctl, procs,
+          me, mode, spins, yields, sleep_ns):
+    """Copy buf[start:start+n] to the owners' rings; returns how many were taken.
+
+    ``heads`` caches each worker's consumer position, re-read only when a
+    ring looks full, so the feed does not pull the worker's cursor line per event.
+    """
     capacity = mask + 1
     for i in range(start, start + n):
         ev = buf[i]
         w = partition[ev.symbol]
-        if tails[w] - load_acquire(hdrs[w], CONSUMER) >= capacity:
+        if tails[w] - heads[w] >= capacity:
+            heads[w] = load_acquire(hdrs[w], CONSUMER)
+        if tails[w] - heads[w] >= capacity:
             if policy == L.POLICY_DROP:
                 ctl[C_DROPS] += 1
                 store_relaxed(hdrs[w], L.RING_DROPS_WORD, load_acquire(hdrs[w], L.RING_DROPS_WORD) + 1)
                 continue
             _wait_room(hdrs, hdrs32, tails, w, 1, capacity, procs, me, mode, spins, yields,
                        sleep_ns)
+            heads[w] = load_acquire(hdrs[w], CONSUMER)
         slots[w][tails[w] & mask] = ev
         tails[w] += 1
     return n
@@ -99,7 +106,8 @@ def control(kind, seq, recv_ts, hdrs, hdrs32, slots, mask, tails, procs, me, mod
 
 
 @njit(cache=True)
-def run(margs, buf, partition, hdrs, hdrs32, slots, mask, tails, policy, ctl, procs, me, stop,
+def run(margs, buf, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, ctl, procs, me,
+        stop,
         batch, rate, limit, mode, spins, yields, sleep_ns, budget_ns):
     """Generate and route for ``budget_ns``; returns STOPPED when the stream should end.
 
@@ -134,8 +142,8 @@ def run(margs, buf, partition, hdrs, hdrs32, slots, mask, tails, policy, ctl, pr
             ctl[C_ROUTED] = 0
         n = ctl[C_PENDING]
         ctl[C_ROUTED] += route(buf, ctl[C_ROUTED], n - ctl[C_ROUTED], partition, hdrs, hdrs32,
-                               slots, mask, tails, policy, ctl, procs, me, mode, spins, yields,
-                               sleep_ns)
+                               slots, mask, tails, heads, policy, ctl, procs, me, mode, spins,
+                               yields, sleep_ns)
         if ctl[C_ROUTED] == n:
             last = ctl[C_SEQ] + n - 1
             control(L.EV_WATERMARK, last, now, hdrs, hdrs32, slots, mask, tails, procs, me, mode,

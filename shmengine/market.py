@@ -33,6 +33,14 @@ Invariants of the stream, relied on by the book builders downstream:
 - at most ``capacity`` live orders per (symbol, venue, side), so at most that
   many price levels per side.
 
+The model: each symbol has a fair price in ticks (tick 50, 100 or 500 price
+units, a few dollars to a few hundred) that steps a tick now and then; each
+venue quotes bids at or below fair + its own small offset and asks above it,
+most orders within a few ticks of the top. Each side drifts towards ``depth``
+live orders; deletes go first to orders left through the quote by a price move,
+then to orders far behind it. Activity is skewed over symbols (Zipf-like,
+ranks shuffled by the seed) and over venues (low venue ids busier).
+
 Across venues the consolidated market is sometimes locked or crossed for a
 short while (stale quotes, orders let through a lock); arbitrage executions
 clear it.
@@ -52,6 +60,7 @@ Example::
 """
 import math
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -68,15 +77,15 @@ DEFAULT_OPTIONS = {
     "mean_gap_ns": 1_000,    # mean exchange-clock gap between independent events
     "p_cancel": 0.08,        # per event: partial cancel
     "p_replace": 0.10,       # per event: replace
-    "p_take": 0.04,          # per event: marketable order that leaves no remainder
+    "p_take": 0.015,         # per event: marketable order that leaves no remainder
     "p_execute_price": 0.004,  # per event: execution at another price than the order's
     "p_trade": 0.01,         # per event: non-displayed trade
     "p_clear": 0.0,          # per event: venue book cleared
     "p_non_printable": 0.3,  # share of executions at another price that do not print
-    "p_marketable": 0.03,    # share of adds priced through the venue's own opposite best
+    "p_marketable": 0.01,    # share of adds priced through the venue's own opposite best
     "p_lock": 0.05,          # share of adds that would lock another venue and are let through
     "p_arbitrage": 0.25,     # per event of a locked or crossed symbol: arbitrage sweeps it
-    "p_fair_step": 0.01,     # per event of a symbol: fair price moves one tick
+    "p_fair_step": 0.005,    # per event of a symbol: fair price moves one tick
     "p_offset_step": 0.003,  # per event of a (symbol, venue): venue quote offset moves a tick
     "max_offset": 1,         # venue quote offset from the fair price, in ticks
     "zipf": 1.0,             # symbol activity ~ 1 / rank**zipf
@@ -97,13 +106,16 @@ C_AGG_REST = 10    # 1: its remainder is added at the limit; 0: immediate-or-can
 C_EVENTS = 11      # events generated so far
 C_LEN = 16
 
-# prm: options as integers; probabilities are thresholds out of 2**32
+# prm: options as integers; probabilities are thresholds out of 2**32.
+# The first N_ACTIONS are the per-event probabilities of the actions other than
+# add and delete, in the order the kernel tries them.
 P_CANCEL = 0
 P_REPLACE = 1
 P_TAKE = 2
 P_EXECUTE_PRICE = 3
 P_TRADE = 4
 P_CLEAR = 5
+N_ACTIONS = 6
 P_NON_PRINTABLE = 6
 P_MARKETABLE = 7
 P_LOCK = 8
@@ -121,14 +133,15 @@ T_VENUE = 3   # venue (skewed towards low venue ids)
 T_LEN = 4
 
 ASK_EMPTY = 1 << 40  # best ask (ticks) of an empty ask side; an empty bid side has 0
+LOOKAHEAD = 2        # events between drawing an event's symbol and building it
 MIN_FAIR = 64        # fair prices stay at least this many ticks above zero
-MAX_NAMES = 26 ** 3 + 26 ** 4 - 26 ** 3 // 2
+MAX_NAMES = 26 ** 3 // 2 + 26 ** 4
 
 BID = layout.SIDE_BID
 ASK = layout.SIDE_ASK
 
-STATE_ARRAYS = ("rng", "ctl", "prm", "sym_alias", "tick", "fair", "voff",
-                "best", "count", "order_id", "order_px", "order_qty", "tables")
+STATE_ARRAYS = ("rng", "ctl", "prm", "sym_alias", "tick", "fair", "venue_offset",
+                "best", "nbbo", "count", "order_id", "order_px", "order_qty", "tables")
 
 _M32 = np.uint64(0xFFFFFFFF)
 _NO_ID = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -147,11 +160,13 @@ def _letters(j, width):
 def symbol_names(n):
     """Return ``n`` unique ticker-like names (uppercase ASCII, 3 or 4 letters).
 
+    The first 8788 names have 3 letters, the rest 4.
+
     Names depend only on the index, so ``symbol_names(n)`` is a prefix of
     ``symbol_names(n + 1)``::
 
         >>> symbol_names(3)
-        ['NSW', 'DZM', 'OOF']
+        ['NIF', 'ZAU', 'KTJ']
     """
     n = int(n)
     if n < 0 or n > MAX_NAMES:
@@ -169,24 +184,56 @@ def symbol_names(n):
 
 
 # ---------------------------------------------------------------- kernels
+#
+# The kernels are free functions over the state arrays, inlined into
+# `generate` (a real call passes each array as seven words). `generate` is
+# compiled without reference counting (_nrt=False): it allocates nothing, and
+# every array bound by an inlined call would otherwise cost an atomic
+# increment and decrement per event.
+#
+# Book side b = (symbol * n_venues + venue) * 2 + side holds count[b] live
+# orders in slots 0..count[b]-1 of order_id/order_px/order_qty[b] (prices in
+# ticks), unordered; best[b] is its best price (0 for no bid, ASK_EMPTY for no
+# ask) and nbbo[symbol] the best bid and ask over the symbol's venues.
 
-@intrinsic
-def _prefetch(typingctx, row, index):
-    """Ask the CPU to pull row[index] into cache; no effect on results."""
-    if not (isinstance(row, types.Array) and row.ndim == 1 and isinstance(index, types.Integer)):
-        return None
+def _prefetch(array, index):
+    """Ask the CPU to pull array[index] into cache; no effect on results.
 
-    def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        address = builder.bitcast(builder.gep(array.data, [args[1]]), i8p)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
-        builder.call(fn, [address, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
-        return context.get_dummy_value()
+    index is an integer for a 1-d array, a pair for a 2-d one.
+    """
 
-    return types.void(row, index), codegen
+
+if not numba.config.DISABLE_JIT:
+    @intrinsic
+    def _prefetch(typingctx, array, index):  # noqa: F811 (the compiled form of the above)
+        if not isinstance(array, types.Array):
+            return None
+        if isinstance(index, types.Integer) and array.ndim == 1:
+            pair = False
+        elif isinstance(index, types.BaseTuple) and len(index) == 2 and array.ndim == 2 \
+                and all(isinstance(t, types.Integer) for t in index):
+            pair = True
+        else:
+            return None
+
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            if pair:
+                inds = [builder.extract_value(args[1], 0), builder.extract_value(args[1], 1)]
+            else:
+                inds = [args[1]]
+            item = cgutils.get_item_pointer(context, builder, aryty, ary, inds, wraparound=False)
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                "llvm.prefetch.p0")
+            # read, keep in all cache levels, data
+            builder.call(fn, [builder.bitcast(item, i8p), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+
+        return types.void(array, index), codegen
 
 
 @njit(cache=True, inline='always')
@@ -197,17 +244,6 @@ def _next(rng):
     z = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
-
-
-@njit(cache=True, inline='always')
-def _decode(r0, r1, n_symbols, sym_alias, tables):
-    """Symbol (Zipf-like, by the alias method), venue and side of an event."""
-    s = np.int64(((r0 >> np.uint64(32)) * np.uint64(n_symbols)) >> np.uint64(32))
-    alias = sym_alias[s, 1]
-    s = s if np.int64(r0 & _M32) < sym_alias[s, 0] else alias
-    v = tables[T_VENUE, np.int64(r1 >> np.uint64(8)) & 255]
-    side = np.int64(r1 >> np.uint64(16)) & 1
-    return s, v, side
 
 
 @njit(cache=True, inline='always')
@@ -228,7 +264,44 @@ def _field(r, shift, bits):
 
 
 @njit(cache=True, inline='always')
-def _rescan(best, count, order_px, b):
+def _decode(r0, r1, n_symbols, sym_alias, tables):
+    """Symbol (Zipf-like, by the alias method), venue and side of an event."""
+    s = _below(r0, n_symbols)
+    alias = sym_alias[s, 1]
+    s = s if _chance(r0, sym_alias[s, 0]) else alias
+    return s, tables[T_VENUE, _field(r1, 8, 8)], _field(r1, 16, 1)
+
+
+@njit(cache=True, inline='always')
+def _side_best(best, base, n_venues, side):
+    """Best price of one side of a symbol over its venues; base = symbol * n_venues * 2."""
+    if side == BID:
+        m = 0
+        for v in range(n_venues):
+            m = max(m, best[base + 2 * v])
+    else:
+        m = ASK_EMPTY
+        for v in range(n_venues):
+            m = min(m, best[base + 2 * v + 1])
+    return m
+
+
+@njit(cache=True, inline='always')
+def _set_best(best, nbbo, n_venues, s, b, px):
+    """Every change of a venue's best price goes through here, so that nbbo[s]
+    stays the best over the symbol's venues without a scan per event."""
+    old = best[b]
+    best[b] = px
+    side = b & 1
+    c = nbbo[s, side]
+    if (px > c) if side == BID else (px < c):
+        nbbo[s, side] = px
+    elif old == c and px != old:
+        nbbo[s, side] = _side_best(best, s * n_venues * 2, n_venues, side)
+
+
+@njit(cache=True, inline='always')
+def _rescan(best, nbbo, count, order_px, n_venues, s, b):
     n = count[b]
     if b & 1 == BID:
         m = 0
@@ -238,25 +311,23 @@ def _rescan(best, count, order_px, b):
         m = ASK_EMPTY
         for j in range(n):
             m = min(m, np.int64(order_px[b, j]))
-    best[b] = m
+    if m != best[b]:
+        _set_best(best, nbbo, n_venues, s, b, m)
 
 
 @njit(cache=True, inline='always')
-def _insert(best, count, order_id, order_px, order_qty, b, oid, px, qty):
+def _insert(best, nbbo, count, order_id, order_px, order_qty, n_venues, s, b, oid, px, qty):
     n = count[b]
     order_id[b, n] = oid
     order_px[b, n] = px
     order_qty[b, n] = qty
     count[b] = n + 1
-    if b & 1 == BID:
-        if px > best[b]:
-            best[b] = px
-    elif px < best[b]:
-        best[b] = px
+    if (px > best[b]) if b & 1 == BID else (px < best[b]):
+        _set_best(best, nbbo, n_venues, s, b, px)
 
 
 @njit(cache=True, inline='always')
-def _remove(best, count, order_id, order_px, order_qty, b, j):
+def _remove(best, nbbo, count, order_id, order_px, order_qty, n_venues, s, b, j):
     # Slots are unordered: the last one fills the hole. Time priority is the
     # order id, which only grows.
     n = count[b] - 1
@@ -266,11 +337,12 @@ def _remove(best, count, order_id, order_px, order_qty, b, j):
     order_qty[b, j] = order_qty[b, n]
     count[b] = n
     if px == best[b]:
-        _rescan(best, count, order_px, b)
+        _rescan(best, nbbo, count, order_px, n_venues, s, b)
 
 
 @njit(cache=True, inline='always')
 def _oldest_at_best(best, count, order_id, order_px, b):
+    """Slot of the order first in priority: best price, then lowest id."""
     px = best[b]
     k = 0
     kid = _NO_ID
@@ -282,171 +354,205 @@ def _oldest_at_best(best, count, order_id, order_px, b):
 
 
 @njit(cache=True, inline='always')
-def _emit(out, k, seq, ts, recv_ts, symbol, venue, typ, side, price, qty, oid, new_oid, flags):
-    e = out[k]
-    e.seq = np.uint64(seq)
-    e.exch_ts = ts
-    e.recv_ts = recv_ts
-    e.price = price
-    e.order_id = oid
-    e.new_order_id = new_oid
-    e.qty = np.uint32(qty)
-    e.symbol = np.uint32(symbol)
-    e.venue = np.uint8(venue)
-    e.type = np.uint8(typ)
-    e.side = np.uint8(side)
-    e.flags = np.uint8(flags)
-    e._pad = np.uint32(0)
+def _score(px, ref, side, stale_first):
+    """How far an order sits behind the venue's quote (bids at or below ref,
+    asks above). Orders left through the quote by a price move are stale."""
+    dist = ref - px if side == BID else px - ref - 1
+    if stale_first:  # stale ranks above anything up to 64 ticks behind
+        return dist if dist >= 0 else 64 - dist
+    return abs(dist)
 
 
 @njit(cache=True, inline='always')
-def _consolidated(best, base, n_venues):
-    """Best bid and ask (ticks) of a symbol over its venues; base = symbol * V * 2."""
-    bid = 0
-    ask = ASK_EMPTY
-    for v in range(n_venues):
-        if best[base + 2 * v] > bid:
-            bid = best[base + 2 * v]
-        if best[base + 2 * v + 1] < ask:
-            ask = best[base + 2 * v + 1]
-    return bid, ask
-
-
-@njit(cache=True, inline='always')
-def _comply(rng, prm, cbid, cask, side, px):
-    """Move an order that would lock or cross another venue one tick behind it,
-    except for the share p_lock let through. cbid, cask: consolidated quote."""
-    if side == BID:
-        if px >= cask and not _chance(_next(rng), prm[P_LOCK]):
-            return cask - 1
-    elif cbid > 0 and px <= cbid and not _chance(_next(rng), prm[P_LOCK]):
-        return cbid + 1
-    return px
-
-
-@njit(cache=True, inline='always')
-def _pick(order_px, b, n, r, ref, farthest):
-    """Index of one of three random orders of book side b: the farthest from ref, or nearest."""
+def _pick(order_px, b, n, r, ref, to_delete):
+    """Slot of one of three random orders of book side b: the stalest or
+    farthest from the quote when deleting, else the nearest to it."""
+    side = b & 1
     j = (_field(r, 0, 16) * n) >> 16
-    d = abs(order_px[b, j] - ref)
+    d = _score(np.int64(order_px[b, j]), ref, side, to_delete)
     for t in range(1, 3):
         jj = (_field(r, 16 * t, 16) * n) >> 16
-        dd = abs(order_px[b, jj] - ref)
-        if (dd > d) if farthest else (dd < d):
-            j = jj
-            d = dd
+        dd = _score(np.int64(order_px[b, jj]), ref, side, to_delete)
+        better = (dd > d) if to_delete else (dd < d)
+        j = jj if better else j
+        d = dd if better else d
     return j
 
 
 @njit(cache=True, inline='always')
-def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, order_px,
-          order_qty, tables, out, k, seq, recv_ts):
-    """Write exactly one event into out[k]."""
+def _comply(rng, prm, nbbo, s, side, px):
+    """Move an order that would lock or cross another venue one tick behind it,
+    except for the share p_lock let through."""
+    if side == BID:
+        if px >= nbbo[s, ASK] and not _chance(_next(rng), prm[P_LOCK]):
+            return nbbo[s, ASK] - 1
+    elif px <= nbbo[s, BID] and not _chance(_next(rng), prm[P_LOCK]):
+        return nbbo[s, BID] + 1
+    return px
+
+
+@njit(cache=True, inline='always')
+def _emit(out, k, seq, ts, recv_ts, event):
+    symbol, venue, typ, side, price, qty, oid, new_oid, flags = event
+    e = out[k]
+    e["seq"] = np.uint64(seq)
+    e["exch_ts"] = ts
+    e["recv_ts"] = recv_ts
+    e["price"] = price
+    e["order_id"] = oid
+    e["new_order_id"] = new_oid
+    e["qty"] = np.uint32(qty)
+    e["symbol"] = np.uint32(symbol)
+    e["venue"] = np.uint8(venue)
+    e["type"] = np.uint8(typ)
+    e["side"] = np.uint8(side)
+    e["flags"] = np.uint8(flags)
+    e["_pad"] = np.uint32(0)
+
+
+@njit(cache=True, inline='always')
+def _start_order(ctl, b, limit, qty, rest):
+    """Begin showing an order priced at or through its venue's opposite best."""
+    ctl[C_AGG_BOOK] = b
+    ctl[C_AGG_LIMIT] = limit
+    ctl[C_AGG_QTY] = qty
+    ctl[C_AGG_REST] = rest
+    ctl[C_AGG_ACTIVE] = 1
+
+
+@njit(cache=True, _nrt=False)
+def generate(rng, ctl, prm, sym_alias, tick, fair, venue_offset, best, nbbo, count, order_id,
+             order_px, order_qty, tables, out, out_pos, out_mask, n, seq0, recv_ts):
+    """Write n events into out[(out_pos + i) & out_mask] with seq = seq0 + i; return n.
+
+    The first 14 arguments are ``MarketState.kernel_args()``; out is an EVENT
+    array whose length is a power of two and out_mask that length - 1.
+    """
     n_symbols = ctl[C_N_SYMBOLS]
     n_venues = ctl[C_N_VENUES]
     capacity = ctl[C_CAPACITY]
-    while True:
-        if ctl[C_AGG_ACTIVE]:
-            b = ctl[C_AGG_BOOK]
-            ob = b ^ 1
-            side = b & 1
-            sv = b >> 1
-            s = sv // n_venues
-            v = sv - s * n_venues
-            rem = ctl[C_AGG_QTY]
-            lim = ctl[C_AGG_LIMIT]
-            opp = best[ob]
-            if rem > 0 and count[ob] > 0 and ((opp <= lim) if side == BID else (opp >= lim)):
-                j = _oldest_at_best(best, count, order_id, order_px, ob)
-                q = np.int64(order_qty[ob, j])
-                fill = min(q, rem)
-                _emit(out, k, seq, ctl[C_CLOCK], recv_ts, s, v, layout.EV_EXECUTE, side ^ 1,
-                      opp * tick[s], fill, order_id[ob, j], np.uint64(0), 0)
-                if fill == q:
-                    _remove(best, count, order_id, order_px, order_qty, ob, j)
-                else:
-                    order_qty[ob, j] = q - fill
-                ctl[C_AGG_QTY] = rem - fill
-                return
-            ctl[C_AGG_ACTIVE] = 0
-            if ctl[C_AGG_REST] and rem > 0 and count[b] < capacity:
-                cbid, cask = _consolidated(best, s * n_venues * 2, n_venues)
-                px = _comply(rng, prm, cbid, cask, side, lim)
-                if px >= 1:
-                    oid = np.uint64(ctl[C_NEXT_ID])
-                    ctl[C_NEXT_ID] += 1
-                    _insert(best, count, order_id, order_px, order_qty, b, oid, px, rem)
-                    _emit(out, k, seq, ctl[C_CLOCK], recv_ts, s, v, layout.EV_ADD, side,
-                          px * tick[s], rem, oid, np.uint64(0), 0)
-                    return
-            continue
-
-        # A new independent event. Its random words were drawn one event ahead,
-        # so that its book could be prefetched while the last event was built.
-        r0 = rng[1]
-        r1 = rng[2]
-        rng[1] = _next(rng)
-        rng[2] = _next(rng)
-        s, v, side = _decode(rng[1], rng[2], n_symbols, sym_alias, tables)
-        sv = s * n_venues + v
-        b = sv * 2 + side
-        _prefetch(best, s * n_venues * 2)
-        _prefetch(best, s * n_venues * 2 + 8)
-        _prefetch(count, b)
-        _prefetch(fair, s)
-        _prefetch(voff, sv)
-        for h in range(sv * 2, sv * 2 + 2):
-            _prefetch(order_px[h], 0)
-            _prefetch(order_px[h], 16)
-            _prefetch(order_qty[h], 0)
-            _prefetch(order_id[h], 0)
-            _prefetch(order_id[h], 8)
-
-        s, v, side = _decode(r0, r1, n_symbols, sym_alias, tables)
-        ctl[C_CLOCK] += tables[T_GAP, _field(r1, 0, 8)]
-        ts = ctl[C_CLOCK]
-        sv = s * n_venues + v
-        base = s * n_venues * 2
-        if _field(r1, 24, 16) < (prm[P_FAIR_STEP] >> 16):
-            step = 1 if _field(r1, 17, 1) else -1
-            if fair[s] + step < MIN_FAIR:
-                step = 1
-            fair[s] += step
-        if _field(r1, 40, 16) < (prm[P_OFFSET_STEP] >> 16):
-            o = voff[sv] + (1 if _field(r1, 18, 1) else -1)
-            if -prm[P_MAX_OFFSET] <= o <= prm[P_MAX_OFFSET]:
-                voff[sv] = o
-        ref = fair[s] + voff[sv]  # the venue quotes bids at or below ref, asks above
-        b = sv * 2 + side
-        tk = tick[s]
-        ob = b ^ 1
-        n = count[b]
-
-        r2 = _next(rng)
-        # Arbitrage: a locked or crossed symbol gets swept on one of the venues.
-        cbid, cask = _consolidated(best, base, n_venues)
-        if cbid >= cask and _field(r2, 32, 16) < (prm[P_ARBITRAGE] >> 16):
-            for vv in range(n_venues):
-                if _field(r2, 48, 1):
-                    if best[base + 2 * vv] == cbid:  # sell into the high bid
-                        ctl[C_AGG_BOOK] = base + 2 * vv + 1
-                        ctl[C_AGG_LIMIT] = cask
-                        break
-                elif best[base + 2 * vv + 1] == cask:  # buy from the low offer
-                    ctl[C_AGG_BOOK] = base + 2 * vv
-                    ctl[C_AGG_LIMIT] = cbid
+    NONE = np.uint64(0)
+    for i in range(n):
+        # (symbol, venue, type, side, price, qty, order_id, new_order_id, flags)
+        event = (0, 0, 0, 0, 0, 0, NONE, NONE, 0)
+        # Each pass either builds the next event and breaks, or only changes
+        # the state (a marketable order starts or ends) and goes round again.
+        while True:
+            if ctl[C_AGG_ACTIVE]:
+                # A marketable order: one execution per event against the
+                # venue's opposite side, best price then oldest first, while
+                # it reaches.
+                b = ctl[C_AGG_BOOK]
+                ob = b ^ 1
+                side = b & 1
+                sv = b >> 1
+                s = sv // n_venues
+                v = sv - s * n_venues
+                rem = ctl[C_AGG_QTY]
+                lim = ctl[C_AGG_LIMIT]
+                opp = best[ob]
+                if rem > 0 and count[ob] > 0 and ((opp <= lim) if side == BID else (opp >= lim)):
+                    j = _oldest_at_best(best, count, order_id, order_px, ob)
+                    q = np.int64(order_qty[ob, j])
+                    fill = min(q, rem)
+                    oid = order_id[ob, j]
+                    if fill == q:
+                        _remove(best, nbbo, count, order_id, order_px, order_qty, n_venues, s, ob,
+                                j)
+                    else:
+                        order_qty[ob, j] = q - fill
+                    ctl[C_AGG_QTY] = rem - fill
+                    event = (s, v, layout.EV_EXECUTE, side ^ 1, opp * tick[s], fill, oid, NONE, 0)
                     break
-            ctl[C_AGG_ACTIVE] = 1
-            ctl[C_AGG_QTY] = 1 << 30
-            ctl[C_AGG_REST] = 0
-            continue
+                ctl[C_AGG_ACTIVE] = 0
+                # What is left of a limit order rests at its limit.
+                if ctl[C_AGG_REST] and rem > 0 and count[b] < capacity:
+                    px = _comply(rng, prm, nbbo, s, side, lim)
+                    if px >= 1:
+                        oid = np.uint64(ctl[C_NEXT_ID])
+                        ctl[C_NEXT_ID] += 1
+                        _insert(best, nbbo, count, order_id, order_px, order_qty, n_venues, s, b,
+                                oid, px, rem)
+                        event = (s, v, layout.EV_ADD, side, px * tick[s], rem, oid, NONE, 0)
+                        break
+                continue
 
-        u = np.int64(r2 & _M32)
-        t = prm[P_CANCEL]
-        if u < t:
-            if n > 0:
+            # A new independent event. Random words are drawn LOOKAHEAD
+            # events ahead, so that a book is prefetched while the events
+            # before it are built.
+            r0 = rng[1]
+            r1 = rng[2]
+            for h in range(1, 2 * LOOKAHEAD - 1):
+                rng[h] = rng[h + 2]
+            rng[2 * LOOKAHEAD - 1] = _next(rng)
+            rng[2 * LOOKAHEAD] = _next(rng)
+            s, v, side = _decode(rng[2 * LOOKAHEAD - 1], rng[2 * LOOKAHEAD], n_symbols, sym_alias,
+                                 tables)
+            sv = s * n_venues + v
+            b = sv * 2 + side
+            # (a prefetch past the end of an array is harmless: it never faults)
+            _prefetch(nbbo, (s, 0))
+            _prefetch(best, b)
+            _prefetch(count, b)
+            _prefetch(fair, s)
+            _prefetch(tick, s)
+            _prefetch(venue_offset, sv)
+            _prefetch(order_px, (b, 0))
+            _prefetch(order_px, (b, 16))
+            _prefetch(order_qty, (b, 0))
+            _prefetch(order_id, (b, 0))
+            _prefetch(order_id, (b, 8))
+            _prefetch(order_px, (b ^ 1, 0))
+            _prefetch(order_id, (b ^ 1, 0))
+
+            s, v, side = _decode(r0, r1, n_symbols, sym_alias, tables)
+            ctl[C_CLOCK] += tables[T_GAP, _field(r1, 0, 8)]
+            tk = tick[s]
+            sv = s * n_venues + v
+            b = sv * 2 + side
+            ob = b ^ 1
+            live = count[b]
+            if _field(r1, 24, 16) < prm[P_FAIR_STEP] >> 16:
+                step = 1 if _field(r1, 17, 1) else -1
+                fair[s] += step if fair[s] + step >= MIN_FAIR else 1
+            if _field(r1, 40, 16) < prm[P_OFFSET_STEP] >> 16:
+                o = venue_offset[sv] + (1 if _field(r1, 18, 1) else -1)
+                if -prm[P_MAX_OFFSET] <= o <= prm[P_MAX_OFFSET]:
+                    venue_offset[sv] = o
+            # the venue quotes bids at or below ref, asks above it
+            ref = fair[s] + venue_offset[sv]
+
+            r2 = _next(rng)
+            cbid = nbbo[s, BID]
+            cask = nbbo[s, ASK]
+            if cbid >= cask and _field(r2, 32, 16) < prm[P_ARBITRAGE] >> 16:
+                # Locked or crossed: sell into the highest bid, or buy the
+                # lowest offer, through to the other side's price.
+                base = s * n_venues * 2
+                sell = _field(r2, 48, 1)
+                for vv in range(n_venues):
+                    if sell and best[base + 2 * vv] == cbid:
+                        _start_order(ctl, base + 2 * vv + ASK, cask, 1 << 30, 0)
+                        break
+                    if not sell and best[base + 2 * vv + 1] == cask:
+                        _start_order(ctl, base + 2 * vv + BID, cbid, 1 << 30, 0)
+                        break
+                continue
+
+            # One action per event with the configured probabilities; one
+            # that does not apply to the book as it is falls back to add or
+            # delete.
+            u = np.int64(r2 & _M32)
+            action = N_ACTIONS
+            t = 0
+            for a in range(N_ACTIONS):
+                t += prm[a]
+                if u < t:
+                    action = a
+                    break
+            if action == P_CANCEL and live > 0:
                 r = _next(rng)
-                j = _below(r, n)
+                j = _below(r, live)
                 q = np.int64(order_qty[b, j])
                 if q >= 2:
                     if q >= 200 and q % 100 == 0:
@@ -454,133 +560,121 @@ def _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, ord
                     else:
                         c = 1 + _below(r << np.uint64(32), q - 1)
                     order_qty[b, j] = q - c
-                    _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_CANCEL, side,
-                          order_px[b, j] * tk, c, order_id[b, j], np.uint64(0), 0)
-                    return
-        t += prm[P_REPLACE]
-        if u < t:
-            if n > 0:
+                    event = (s, v, layout.EV_CANCEL, side, order_px[b, j] * tk, c, order_id[b, j],
+                             NONE, 0)
+                    break
+            if action == P_REPLACE and live > 0:
                 r = _next(rng)
-                j = _pick(order_px, b, n, r, ref + side, False)
-                r = _next(rng)
-                d = tables[T_DIST, _field(r, 0, 8)]
+                j = _pick(order_px, b, live, r, ref, False)
+                d = tables[T_DIST, _field(r, 48, 8)]
                 px = ref - d if side == BID else ref + 1 + d
-                # never through the venue's own opposite side
+                # never at or through the venue's own opposite side
                 if side == BID:
-                    if px >= best[ob]:
-                        px = best[ob] - 1
-                elif px <= best[ob]:
-                    px = best[ob] + 1
-                px = _comply(rng, prm, cbid, cask, side, px)
+                    px = min(px, best[ob] - 1)
+                else:
+                    px = max(px, best[ob] + 1)
+                px = _comply(rng, prm, nbbo, s, side, px)
                 if px >= 1:
                     old_px = order_px[b, j]
                     old_id = order_id[b, j]
-                    q = tables[T_QTY, _field(r, 8, 8)]
+                    q = tables[T_QTY, _field(r, 56, 8)]
                     oid = np.uint64(ctl[C_NEXT_ID])
                     ctl[C_NEXT_ID] += 1
                     order_id[b, j] = oid
                     order_px[b, j] = px
                     order_qty[b, j] = q
                     if (px > best[b]) if side == BID else (px < best[b]):
-                        best[b] = px
+                        _set_best(best, nbbo, n_venues, s, b, px)
                     elif old_px == best[b]:
-                        _rescan(best, count, order_px, b)
-                    _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_REPLACE, side,
-                          px * tk, q, old_id, oid, 0)
-                    return
-        t += prm[P_TAKE]
-        if u < t:
-            if count[ob] > 0:
-                r = _next(rng)
-                through = 1 if _field(r, 8, 2) == 0 else 0  # a quarter of takes reach one tick through
-                ctl[C_AGG_BOOK] = b
-                ctl[C_AGG_LIMIT] = best[ob] + through if side == BID else max(best[ob] - through, 1)
-                ctl[C_AGG_QTY] = tables[T_QTY, _field(r, 0, 8)]
-                ctl[C_AGG_REST] = 0
-                ctl[C_AGG_ACTIVE] = 1
+                        _rescan(best, nbbo, count, order_px, n_venues, s, b)
+                    event = (s, v, layout.EV_REPLACE, side, px * tk, q, old_id, oid, 0)
+                    break
+            if action == P_TAKE and count[ob] > 0:
+                # an order that takes liquidity and cancels what it cannot fill;
+                # a quarter of them reach one tick through the best
+                through = 1 if _field(r2, 49, 2) == 0 else 0
+                lim = best[ob] + through if side == BID else max(best[ob] - through, 1)
+                _start_order(ctl, b, lim, tables[T_QTY, _field(r2, 51, 8)], 0)
                 continue
-        t += prm[P_EXECUTE_PRICE]
-        if u < t:
-            if count[ob] > 0:
+            if action == P_EXECUTE_PRICE and count[ob] > 0:
                 r = _next(rng)
                 j = _oldest_at_best(best, count, order_id, order_px, ob)
                 q = np.int64(order_qty[ob, j])
                 fill = q if (q < 2 or _field(r, 0, 1)) else 1 + _below(r, q - 1)
                 px = order_px[ob, j] + (1 if _field(r, 1, 1) or order_px[ob, j] <= 1 else -1)
-                flags = layout.FLAG_NON_PRINTABLE if _field(r, 2, 16) < (prm[P_NON_PRINTABLE] >> 16) else 0
-                _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_EXECUTE_PRICE, side ^ 1,
-                      px * tk, fill, order_id[ob, j], np.uint64(0), flags)
+                printable = _field(r, 2, 16) >= prm[P_NON_PRINTABLE] >> 16
+                oid = order_id[ob, j]
                 if fill == q:
-                    _remove(best, count, order_id, order_px, order_qty, ob, j)
+                    _remove(best, nbbo, count, order_id, order_px, order_qty, n_venues, s, ob, j)
                 else:
                     order_qty[ob, j] = q - fill
-                return
-        t += prm[P_TRADE]
-        if u < t:
+                flags = 0 if printable else layout.FLAG_NON_PRINTABLE
+                event = (s, v, layout.EV_EXECUTE_PRICE, side ^ 1, px * tk, fill, oid, NONE, flags)
+                break
+            if action == P_TRADE:
+                # hidden liquidity trades inside the venue's spread
+                vb = best[sv * 2]
+                va = best[sv * 2 + 1]
+                px = (vb + va) >> 1 if (vb > 0 and va < ASK_EMPTY) else ref
+                q = tables[T_QTY, _field(r2, 51, 8)]
+                event = (s, v, layout.EV_TRADE, side, max(px, 1) * tk, q, NONE, NONE, 0)
+                break
+            if action == P_CLEAR:
+                count[sv * 2] = 0
+                count[sv * 2 + 1] = 0
+                _set_best(best, nbbo, n_venues, s, sv * 2, 0)
+                _set_best(best, nbbo, n_venues, s, sv * 2 + 1, ASK_EMPTY)
+                event = (s, v, layout.EV_CLEAR, 0, 0, 0, NONE, NONE, 0)
+                break
+
+            # Add or delete, drifting each side towards `depth` live orders;
+            # a side whose best is left through the quote by a price move is
+            # pulled.
             r = _next(rng)
-            vb = best[sv * 2]
-            va = best[sv * 2 + 1]
-            px = (vb + va) >> 1 if (vb > 0 and va < ASK_EMPTY) else ref
-            _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_TRADE, side, max(px, 1) * tk,
-                  tables[T_QTY, _field(r, 0, 8)], np.uint64(0), np.uint64(0), 0)
-            return
-        t += prm[P_CLEAR]
-        if u < t:
-            for h in range(2):
-                count[sv * 2 + h] = 0
-            best[sv * 2] = 0
-            best[sv * 2 + 1] = ASK_EMPTY
-            _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_CLEAR, 0, 0, 0,
-                  np.uint64(0), np.uint64(0), 0)
-            return
-
-        # Add or delete, drifting the side towards `depth` live orders.
-        r = _next(rng)
-        if n == 0 or (n < capacity and _below(r, 2 * ctl[C_DEPTH]) >= n):
-            d = tables[T_DIST, _field(r, 0, 8)]
-            q = tables[T_QTY, _field(r, 8, 8)]
-            if count[ob] > 0 and _field(r, 16, 16) < (prm[P_MARKETABLE] >> 16):
-                px = best[ob] + (d & 1) if side == BID else best[ob] - (d & 1)
+            stale = (best[b] > ref) if side == BID else (best[b] <= ref)
+            if not stale and (live == 0
+                              or (live < capacity and _below(r, 2 * ctl[C_DEPTH]) >= live)):
+                d = tables[T_DIST, _field(r, 0, 8)]
+                q = tables[T_QTY, _field(r, 8, 8)]
+                if count[ob] > 0 and _field(r, 16, 16) < prm[P_MARKETABLE] >> 16:
+                    px = best[ob] + (d & 1) if side == BID else best[ob] - (d & 1)
+                else:
+                    px = ref - d if side == BID else ref + 1 + d
+                px = max(px, 1)
+                if (px >= best[ob]) if side == BID else (px <= best[ob]):
+                    _start_order(ctl, b, px, q, 1)
+                    continue
+                px = _comply(rng, prm, nbbo, s, side, px)
+                if px >= 1:
+                    oid = np.uint64(ctl[C_NEXT_ID])
+                    ctl[C_NEXT_ID] += 1
+                    _insert(best, nbbo, count, order_id, order_px, order_qty, n_venues, s, b,
+                            oid, px, q)
+                    event = (s, v, layout.EV_ADD, side, px * tk, q, oid, NONE, 0)
+                    break
+                if live == 0:
+                    continue
+            # stale orders, then orders far from the quote, go first
+            if stale:
+                j = _oldest_at_best(best, count, order_id, order_px, b)
             else:
-                px = ref - d if side == BID else ref + 1 + d
-            px = max(px, 1)
-            if (px >= best[ob]) if side == BID else (px <= best[ob]):
-                ctl[C_AGG_BOOK] = b
-                ctl[C_AGG_LIMIT] = px
-                ctl[C_AGG_QTY] = q
-                ctl[C_AGG_REST] = 1
-                ctl[C_AGG_ACTIVE] = 1
-                continue
-            px = _comply(rng, prm, cbid, cask, side, px)
-            if px >= 1:
-                oid = np.uint64(ctl[C_NEXT_ID])
-                ctl[C_NEXT_ID] += 1
-                _insert(best, count, order_id, order_px, order_qty, b, oid, px, q)
-                _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_ADD, side, px * tk, q,
-                      oid, np.uint64(0), 0)
-                return
-            if n == 0:
-                continue
-        # orders far from the quote go first
-        j = _pick(order_px, b, n, _next(rng), ref + side, True)
-        _emit(out, k, seq, ts, recv_ts, s, v, layout.EV_DELETE, side, order_px[b, j] * tk,
-              order_qty[b, j], order_id[b, j], np.uint64(0), 0)
-        _remove(best, count, order_id, order_px, order_qty, b, j)
-        return
-
-
-@njit(cache=True, _nrt=False)
-def generate(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, order_px,
-             order_qty, tables, out, out_pos, out_mask, n, seq0, recv_ts):
-    """Write n events into out[(out_pos + i) & out_mask], seq = seq0 + i; return n.
-
-    The first 13 arguments are ``MarketState.kernel_args()``.
-    """
-    for i in range(n):
-        _step(rng, ctl, prm, sym_alias, tick, fair, voff, best, count, order_id, order_px,
-              order_qty, tables, out, (out_pos + i) & out_mask, seq0 + i, recv_ts)
+                j = _pick(order_px, b, live, _next(rng), ref, True)
+            px = order_px[b, j] * tk
+            q = np.int64(order_qty[b, j])
+            oid = order_id[b, j]
+            _remove(best, nbbo, count, order_id, order_px, order_qty, n_venues, s, b, j)
+            event = (s, v, layout.EV_DELETE, side, px, q, oid, NONE, 0)
+            break
+        _emit(out, (np.int64(out_pos) + i) & out_mask, np.uint64(seq0) + np.uint64(i),
+              ctl[C_CLOCK], recv_ts, event)
     ctl[C_EVENTS] += n
     return n
+
+
+@njit(cache=True)
+def _predraw(rng):
+    for h in range(1, 2 * LOOKAHEAD + 1):
+        rng[h] = _next(rng)
 
 
 @njit(cache=True)
@@ -637,12 +731,6 @@ def _init_symbols(rng, n_symbols, zipf, sym_alias, tick, fair):
             ns += 1
 
 
-@njit(cache=True)
-def _predraw(rng):
-    rng[1] = _next(rng)
-    rng[2] = _next(rng)
-
-
 # ---------------------------------------------------------------- wrapper
 
 def _threshold(p):
@@ -657,11 +745,12 @@ def _tables(n_venues, mean_gap_ns):
     cdf = np.cumsum(0.6 ** np.arange(16))
     cdf /= cdf[-1]
     tables[T_DIST] = np.searchsorted(cdf, q)
-    sizes = ([100] * 80 + [200] * 50 + [300] * 25 + [400] * 12 + [500] * 25 + [1000] * 15
-             + [2000] * 4 + [5000] * 1 + [150, 250, 350, 600, 700, 800, 900, 1200, 1500]
-             + [1, 5, 10, 20, 25, 30, 40, 50, 60, 75, 80, 90, 99, 3, 7, 15, 35, 45, 55, 65])
-    sizes = (sizes + [100] * 256)[:256]
-    tables[T_QTY] = sizes
+    # order sizes: mostly round lots, some mixed and odd lots (counts out of 256)
+    sizes = {100: 86, 200: 50, 300: 25, 400: 12, 500: 25, 1000: 15, 2000: 4, 5000: 1,
+             150: 3, 250: 3, 600: 3, 800: 3, 1500: 3,
+             1: 2, 5: 2, 10: 3, 20: 2, 25: 3, 40: 2, 50: 3, 75: 2, 90: 2, 99: 2}
+    assert sum(sizes.values()) == 256
+    tables[T_QTY] = np.repeat(list(sizes), list(sizes.values()))
     w = 1.0 / np.sqrt(1.0 + np.arange(n_venues))
     share = np.floor(w / w.sum() * 256).astype(np.int64)
     share[0] += 256 - share.sum()
@@ -670,7 +759,7 @@ def _tables(n_venues, mean_gap_ns):
 
 
 def _zeros(shape, dtype):
-    """np.zeros whose first element starts a cache line, so a book row spans as few as it can."""
+    """Zeroed array starting on a cache line, so a book row spans as few lines as it can."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
     raw = np.zeros(nbytes + layout.CACHE_LINE, np.uint8)
@@ -735,10 +824,13 @@ class MarketState:
         return out
 
     def generate_into(self, out, out_pos, n, seq0, recv_ts):
-        """Write ``n`` events into the ring ``out`` at position ``out_pos``."""
+        """Write ``n`` events into ring slots ``(out_pos + i) & (len(out) - 1)``; return n."""
         size = len(out)
+        if int(n) < 0:
+            raise ValueError(f"generate_into: n must be >= 0, got {n}")
         if out.dtype != layout.EVENT or size == 0 or size & (size - 1):
-            raise ValueError("generate_into: out must be an EVENT array whose length is a power of two")
+            raise ValueError("generate_into: out must be a layout.EVENT array whose length is a "
+                             "power of two")
         return generate(*self.kernel_args(), out, int(out_pos), size - 1, int(n), int(seq0),
                         int(recv_ts))
 
@@ -754,9 +846,18 @@ class MarketState:
         for side in (BID, ASK):
             b = (symbol * self.n_venues + venue) * 2 + side
             for j in range(self.count[b]):
-                orders[int(self.order_id[b, j])] = (
-                    side, int(self.order_px[b, j]) * int(self.tick[symbol]), int(self.order_qty[b, j]))
+                price = int(self.order_px[b, j]) * int(self.tick[symbol])
+                orders[int(self.order_id[b, j])] = (side, price, int(self.order_qty[b, j]))
         return orders
+
+
+def _option(opt, name, lo, hi, what, integer=False):
+    value = opt[name]
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kinds)
+    if isinstance(value, bool) or not ok or not lo <= value <= hi:
+        raise ValueError(f"new_market: option {name} must be {what}, got {value!r}")
+    return int(value) if integer else float(value)
 
 
 def new_market(n_symbols, n_venues, seed, **options):
@@ -783,36 +884,32 @@ def new_market(n_symbols, n_venues, seed, **options):
     opt = dict(DEFAULT_OPTIONS, **options)
     n_symbols = int(n_symbols)
     n_venues = int(n_venues)
-
-    for name, value in opt.items():
+    for name in DEFAULT_OPTIONS:
         if name.startswith("p_"):
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"new_market: option {name} must be a probability in 0..1, got {value!r}")
-    if not 2 <= int(opt["capacity"]) <= 255:
-        raise ValueError(f"new_market: option capacity must be in 2..255, got {opt['capacity']!r}")
-    if not 1 <= int(opt["depth"]) <= int(opt["capacity"]):
-        raise ValueError(f"new_market: option depth must be in 1..capacity, got {opt['depth']!r}")
-    if not 0 <= int(opt["max_offset"]) <= 16:
-        raise ValueError(f"new_market: option max_offset must be in 0..16, got {opt['max_offset']!r}")
-    if not 0 <= float(opt["mean_gap_ns"]) <= 1e9:
-        raise ValueError(f"new_market: option mean_gap_ns must be in 0..1e9, got {opt['mean_gap_ns']!r}")
-    if not 0.0 <= float(opt["zipf"]) <= 4.0:
-        raise ValueError(f"new_market: option zipf must be in 0..4, got {opt['zipf']!r}")
-    per_event = sum(float(opt[p]) for p in
+            opt[name] = _option(opt, name, 0.0, 1.0, "a probability in 0..1")
+    opt["capacity"] = _option(opt, "capacity", 2, 255, "an integer in 2..255", integer=True)
+    opt["depth"] = _option(opt, "depth", 1, opt["capacity"], "an integer in 1..capacity",
+                           integer=True)
+    opt["max_offset"] = _option(opt, "max_offset", 0, 16, "an integer in 0..16", integer=True)
+    opt["mean_gap_ns"] = _option(opt, "mean_gap_ns", 0.0, 1e9, "a number of ns in 0..1e9")
+    opt["zipf"] = _option(opt, "zipf", 0.0, 4.0, "an exponent in 0..4")
+    per_event = sum(opt[p] for p in
                     ("p_cancel", "p_replace", "p_take", "p_execute_price", "p_trade", "p_clear"))
     if per_event > 0.9:
         raise ValueError(f"new_market: p_cancel + p_replace + p_take + p_execute_price + p_trade "
-                         f"+ p_clear must leave room for adds and deletes (<= 0.9), got {per_event:.3g}")
+                         f"+ p_clear is {per_event:.3g}; keep it <= 0.9 to leave room for adds "
+                         f"and deletes")
 
-    capacity = int(opt["capacity"])
+    capacity = opt["capacity"]
     n_books = n_symbols * n_venues * 2
-    # rng: splitmix64 state, then the two words of the next independent event
-    rng = np.array([seed, 0, 0], np.uint64)
+    # rng: splitmix64 state, then the random words of the next LOOKAHEAD independent events
+    rng = np.zeros(1 + 2 * LOOKAHEAD, np.uint64)
+    rng[0] = seed
     ctl = np.zeros(C_LEN, np.int64)
     ctl[C_N_SYMBOLS] = n_symbols
     ctl[C_N_VENUES] = n_venues
     ctl[C_CAPACITY] = capacity
-    ctl[C_DEPTH] = int(opt["depth"])
+    ctl[C_DEPTH] = opt["depth"]
     ctl[C_CLOCK] = EPOCH_NS
     ctl[C_NEXT_ID] = 1
     prm = np.zeros(P_LEN, np.int64)
@@ -822,13 +919,13 @@ def new_market(n_symbols, n_venues, seed, **options):
                         (P_MARKETABLE, "p_marketable"), (P_LOCK, "p_lock"),
                         (P_ARBITRAGE, "p_arbitrage"), (P_FAIR_STEP, "p_fair_step"),
                         (P_OFFSET_STEP, "p_offset_step")):
-        prm[index] = _threshold(float(opt[name]))
-    prm[P_MAX_OFFSET] = int(opt["max_offset"])
+        prm[index] = _threshold(opt[name])
+    prm[P_MAX_OFFSET] = opt["max_offset"]
 
     sym_alias = np.zeros((n_symbols, 2), np.int64)
     tick = np.zeros(n_symbols, np.int64)
     fair = np.zeros(n_symbols, np.int64)
-    _init_symbols(rng, n_symbols, float(opt["zipf"]), sym_alias, tick, fair)
+    _init_symbols(rng, n_symbols, opt["zipf"], sym_alias, tick, fair)
     _predraw(rng)
     arrays = {
         "rng": rng,
@@ -837,12 +934,13 @@ def new_market(n_symbols, n_venues, seed, **options):
         "sym_alias": sym_alias,
         "tick": tick,
         "fair": fair,
-        "voff": np.zeros(n_symbols * n_venues, np.int64),
+        "venue_offset": np.zeros(n_symbols * n_venues, np.int64),
         "best": _copy(np.tile(np.array([0, ASK_EMPTY], np.int64), n_symbols * n_venues)),
+        "nbbo": _copy(np.tile(np.array([0, ASK_EMPTY], np.int64), (n_symbols, 1))),
         "count": _zeros(n_books, np.int64),
         "order_id": _zeros((n_books, capacity), np.uint64),
         "order_px": _zeros((n_books, capacity), np.int32),
         "order_qty": _zeros((n_books, capacity), np.int32),
-        "tables": _tables(n_venues, float(opt["mean_gap_ns"])),
+        "tables": _tables(n_venues, opt["mean_gap_ns"]),
     }
     return MarketState(n_symbols, n_venues, int(seed), opt, arrays)

@@ -66,6 +66,7 @@ def run_feed(engine, cfg, cpu):
     hdrs, hdrs32, slots = _ring_tuples(segs.inputs)
     mask = segs.inputs[0].mask
     tails = np.zeros(len(hdrs), np.int64)
+    heads = np.zeros(len(hdrs), np.int64)
     ctl = np.zeros(C_LEN, np.int64)
     ctl[C_T0] = lib.shme_monotonic_ns()
     stop_at = L.META_INFO_OFFSET + L.ENGINE_INFO.fields["stop_request"][1]
@@ -75,8 +76,8 @@ def run_feed(engine, cfg, cpu):
     wait = (cfg.wait_mode, cfg.spins, cfg.yields, cfg.sleep_us * 1000)
 
     def step():
-        return run(margs, buf, segs.partition, hdrs, hdrs32, slots, mask, tails, policy, ctl,
-                   procs, FEED, stop, cfg.batch, cfg.rate, cfg.events, *wait, BUDGET_NS)
+        return run(margs, buf, segs.partition, hdrs, hdrs32, slots, mask, tails, heads, policy,
+                   ctl, procs, FEED, stop, cfg.batch, cfg.rate, cfg.events, *wait, BUDGET_NS)
 
     done = step()
     segs.stats.procs[FEED]["state"] = L.RUN_RUNNING
@@ -95,8 +96,9 @@ def run_worker(engine, cfg, w, cpu):
     proc = worker_proc(w)
     segs = _enter(engine, proc, L.ROLE_WORKER, w, cpu)
     owned = np.flatnonzero(segs.partition == w)
+    max_orders = cfg.book_orders or max(64 * len(owned) * cfg.venues, 1024)
     book = new_book(owned, cfg.venues, cfg.symbols, max_levels=cfg.book_levels,
-                    max_orders=cfg.book_orders)
+                    max_orders=max_orders)
     src, dst = segs.inputs[w], segs.outputs[w]
     agg = aggregator_proc(cfg.workers)
     bells = segs.stats.bells

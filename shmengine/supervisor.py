@@ -6,6 +6,7 @@ through ``_set_state``. A process that dies or stops heartbeating fails the
 engine: the supervisor says which and why, stops the rest, removes every
 segment and exits non-zero.
 """
+import json
 import multiprocessing
 import os
 import signal
@@ -19,7 +20,7 @@ from . import process as P
 from ._core import lib
 from .config import cpu_plan
 from .export import save_table
-from .hist import percentiles
+from .hist import to_hdr
 from .market import symbol_names
 from .segments import EngineSegments
 
@@ -145,36 +146,54 @@ class Supervisor:
         for p in self.children:
             p.join(timeout=5)
 
-    def summary(self, elapsed_s):
-        stats = self.segs.stats
-        feed = stats.procs[P.FEED]
-        events = int(feed["events"])
-        pct, count = percentiles(stats.hist)
-        workers = stats.procs[1:1 + self.cfg.workers]
-        lines = [
-            f"engine {self.cfg.name}: {events:,} events in {elapsed_s:.2f} s "
-            f"({events / max(elapsed_s, 1e-9):,.0f} events/s), "
-            f"{int(self.segs.snap.header['results']):,} results, "
-            f"{self.cfg.workers} worker(s), wait {self.cfg.wait}",
-            "latency receive -> snapshot (ns): " + "  ".join(
-                f"p{p:g} {v:,}" for p, v in pct.items()) + f"  ({count:,} samples)",
-        ]
-        if self.first_snapshot_s is not None:
-            lines.append(f"first snapshot published {self.first_snapshot_s:.2f} s after start")
-        drops = int(feed["drops"])
-        unknown = int(workers["unknown_orders"].sum())
-        bad = int(workers["bad_events"].sum())
-        overflow = int(workers["book_overflows"].sum())
-        if drops or unknown or bad or overflow:
-            lines.append(f"dropped {drops:,}, unknown orders {unknown:,}, bad events {bad:,}, "
-                         f"book overflows {overflow:,}")
-        return "\n".join(lines)
-
     def close(self):
         if self.segs is not None:
             self.segs.close()
             self.segs.unlink()
             self.segs = None
+
+    def summary(self, elapsed_s):
+        """The run's figures as a dict (what --summary-json writes)."""
+        stats = self.segs.stats
+        feed = stats.procs[P.FEED]
+        workers = stats.procs[1:1 + self.cfg.workers]
+        events = int(feed["events"])
+        hist = to_hdr(stats.hist)
+        return {
+            "name": self.cfg.name, "workers": self.cfg.workers, "wait": self.cfg.wait,
+            "symbols": self.cfg.symbols, "venues": self.cfg.venues, "rate": self.cfg.rate,
+            "events": events, "seconds": elapsed_s,
+            "events_per_s": events / max(elapsed_s, 1e-9),
+            "results": int(self.segs.snap.header["results"]),
+            "latency_ns": {str(p): hist.get_value_at_percentile(p)
+                           for p in (50, 90, 99, 99.9, 99.99)},
+            "latency_max_ns": hist.get_max_value(),
+            "latency_samples": hist.get_total_count(),
+            "latency_hdr": hist.encode().decode() if hist.get_total_count() else "",
+            "first_snapshot_s": self.first_snapshot_s,
+            "drops": int(feed["drops"]),
+            "unknown_orders": int(workers["unknown_orders"].sum()),
+            "bad_events": int(workers["bad_events"].sum()),
+            "book_overflows": int(workers["book_overflows"].sum()),
+        }
+
+
+def format_summary(d):
+    lines = [
+        f"engine {d['name']}: {d['events']:,} events in {d['seconds']:.2f} s "
+        f"({d['events_per_s']:,.0f} events/s), {d['results']:,} results, "
+        f"{d['workers']} worker(s), wait {d['wait']}",
+        "latency receive -> snapshot (ns): " + "  ".join(
+            f"p{p} {v:,}" for p, v in d["latency_ns"].items())
+        + f"  ({d['latency_samples']:,} samples)",
+    ]
+    if d["first_snapshot_s"] is not None:
+        lines.append(f"first snapshot published {d['first_snapshot_s']:.2f} s after start")
+    if d["drops"] or d["unknown_orders"] or d["bad_events"] or d["book_overflows"]:
+        lines.append(f"dropped {d['drops']:,}, unknown orders {d['unknown_orders']:,}, "
+                     f"bad events {d['bad_events']:,}, book overflows {d['book_overflows']:,}")
+    return "\n".join(lines)
+
 
 
 def run(cfg, out=sys.stdout, err=sys.stderr):
@@ -201,7 +220,11 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
             sup.linger()
         if cfg.save_snapshot:
             save_table(cfg.save_snapshot, sup.segs.snap.table(), sup.segs.symbol_names())
-        print(sup.summary(elapsed), file=out, flush=True)
+        figures = sup.summary(elapsed)
+        print(format_summary(figures), file=out, flush=True)
+        if cfg.summary_json:
+            with open(cfg.summary_json, "w") as fh:
+                json.dump(figures, fh, indent=1)
         if cfg.save_snapshot:
             print(f"snapshot table saved to {cfg.save_snapshot}", file=out, flush=True)
         return 0
