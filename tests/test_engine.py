@@ -118,3 +118,17 @@ def test_sigint_drains_and_exits_zero():
         assert proc.returncode == 0, err
         assert "events/s" in out
         assert not segments_of(proc.name)
+
+
+def test_hung_worker_is_detected(tmp_path):
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text("symbols = 50\nworkers = 2\nrate = 50000.0\nheartbeat_timeout = 1.5\n")
+    with engine(cfg) as proc:
+        with shmengine.attach(proc.name) as eng:
+            pid = [p["pid"] for p in eng.stats()["processes"] if p["role"] == L.ROLE_WORKER][0]
+        os.kill(pid, signal.SIGSTOP)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1
+        assert f"worker 0 (pid {pid}) sent no heartbeat" in err and "hung" in err
+        assert not segments_of(proc.name)
+        _no_children_left(proc)
