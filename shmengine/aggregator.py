@@ -56,6 +56,9 @@ def merge(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, row
     publish_ts = monotonic_ns()
     tail = state[ST_BCAST_TAIL]
     done = 0
+    # One announcement covers the whole batch: a fence per record would stop the
+    # compiler from keeping anything in registers across records.
+    broadcast.begin_write(bcast_hdr, tail, max_n)
     while done < max_n:
         best = -1
         best_seq = NEVER
@@ -79,7 +82,6 @@ def merge(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, row
         state[ST_LOCKED] += ((rec.flags & L.RFLAG_LOCKED) != 0) - ((before & L.RFLAG_LOCKED) != 0)
         state[ST_CROSSED] += (((rec.flags & L.RFLAG_CROSSED) != 0)
                               - ((before & L.RFLAG_CROSSED) != 0))
-        broadcast.begin_write(bcast_hdr, tail, 1)
         bcast_slots[tail & bcast_mask] = rec
         tail += 1
         record(hist, publish_ts - rec.recv_ts)

@@ -146,6 +146,9 @@ def check(cfg):
         v = getattr(cfg, key)
         if v & (v - 1):
             raise ConfigError(f"{key} must be a power of two, got {v}")
+    if cfg.batch > cfg.bcast_capacity // 4:
+        raise ConfigError(f"batch ({cfg.batch}) must be at most a quarter of bcast_capacity "
+                          f"({cfg.bcast_capacity})")
     if cfg.batch > cfg.ring_capacity // 2:
         raise ConfigError(f"batch ({cfg.batch}) must be at most half of ring_capacity "
                           f"({cfg.ring_capacity})")

@@ -7,7 +7,10 @@ records with one index computation and readers hand the counts to the
 """
 import numpy as np
 from hdrh.histogram import HdrHistogram
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import layout as L
 
@@ -25,16 +28,17 @@ _UNIT_MAG = _REF.unit_magnitude
 del _REF
 
 
-@njit(cache=True)
-def _bit_length(v):
-    n = 0
-    while v >= 65536:
-        v >>= 16
-        n += 16
-    while v > 0:
-        v >>= 1
-        n += 1
-    return n
+@intrinsic
+def _bit_length(typingctx, v):
+    """Bits needed for v > 0: 64 - count of leading zeros (one LZCNT)."""
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        ctlz = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]), "llvm.ctlz.i64")
+        x = context.cast(builder, args[0], sig.args[0], types.int64)
+        zeros = builder.call(ctlz, [x, ir.Constant(ir.IntType(1), 0)])
+        return builder.sub(ir.Constant(i64, 64), zeros)
+    return types.int64(v), codegen
 
 
 @njit(cache=True)
