@@ -55,80 +55,101 @@ def _loop(segs, proc, step):
     segs.stats.procs[proc]["state"] = L.RUN_STOPPED
 
 
-def run_feed(engine, cfg, cpu):
-    from .feed import C_LEN, C_T0, STOPPED, control, run
+def _wait_args(cfg):
+    return (cfg.wait_mode, cfg.spins, cfg.yields, cfg.sleep_us * 1000)
+
+
+def feed_args(segs, cfg):
+    """(kernel, its arguments but the time budget, private control words) of the feed."""
+    from .feed import C_LEN, run
     from .market import new_market
-    segs = _enter(engine, FEED, L.ROLE_FEED, 0, cpu)
     market = new_market(cfg.symbols, cfg.venues, cfg.seed)
-    margs = market.kernel_args()
     size = 1 << max(cfg.batch - 1, 1).bit_length()
-    buf = np.zeros(size, L.EVENT)
     hdrs, hdrs32, slots = _ring_tuples(segs.inputs)
-    mask = segs.inputs[0].mask
-    tails = np.zeros(len(hdrs), np.int64)
-    heads = np.zeros(len(hdrs), np.int64)
+    n = len(hdrs)
     ctl = np.zeros(C_LEN, np.int64)
-    ctl[C_T0] = lib.shme_monotonic_ns()
     stop_at = L.META_INFO_OFFSET + L.ENGINE_INFO.fields["stop_request"][1]
-    stop = segs.meta.view(np.uint32, stop_at, 1)
     policy = L.POLICY_DROP if cfg.drop else L.POLICY_BLOCK
-    procs = segs.stats.procs
-    wait = (cfg.wait_mode, cfg.spins, cfg.yields, cfg.sleep_us * 1000)
-
-    def step():
-        return run(margs, buf, segs.partition, hdrs, hdrs32, slots, mask, tails, heads, policy,
-                   ctl, procs, FEED, stop, cfg.batch, cfg.rate, cfg.events, *wait, BUDGET_NS)
-
-    done = step()
-    segs.stats.procs[FEED]["state"] = L.RUN_RUNNING
-    while done != STOPPED:
-        done = step()
-    last = int(ctl[0]) - 1
-    control(L.EV_END, max(last, 0), lib.shme_monotonic_ns(), hdrs, hdrs32, slots, mask, tails,
-            procs, FEED, *wait)
-    segs.stats.procs[FEED]["state"] = L.RUN_STOPPED
-    segs.close()
+    args = (market.kernel_args(), np.zeros(size, L.EVENT), segs.partition, hdrs, hdrs32, slots,
+            segs.inputs[0].mask, np.zeros(n, np.int64), np.zeros(n, np.int64), policy, ctl,
+            segs.stats.procs, FEED, segs.meta.view(np.uint32, stop_at, 1), cfg.batch,
+            float(cfg.rate), cfg.events, *_wait_args(cfg))
+    return run, args
 
 
-def run_worker(engine, cfg, w, cpu):
+def worker_args(segs, cfg, w):
     from .book import new_book
     from .worker import run
     proc = worker_proc(w)
-    segs = _enter(engine, proc, L.ROLE_WORKER, w, cpu)
     owned = np.flatnonzero(segs.partition == w)
     max_orders = cfg.book_orders or max(64 * len(owned) * cfg.venues, 1024)
     book = new_book(owned, cfg.venues, cfg.symbols, max_levels=cfg.book_levels,
                     max_orders=max_orders)
     src, dst = segs.inputs[w], segs.outputs[w]
-    agg = aggregator_proc(cfg.workers)
-    bells = segs.stats.bells
-    ctl = np.zeros(2, np.int64)
-    counters = np.zeros(3, np.int64)
-    procs = segs.stats.procs
-    wait = (cfg.wait_mode, cfg.spins, cfg.yields, cfg.sleep_us * 1000)
-    _loop(segs, proc, lambda: run(
-        book, src.hdr64, src.hdr32, src.slots, src.mask, dst.hdr64, dst.hdr32, dst.slots,
-        dst.mask, ctl, counters, procs, proc, bells, segs.stats.bell_word(agg), cfg.batch,
-        *wait, BUDGET_NS))
+    bell = segs.stats.bell_word(aggregator_proc(cfg.workers))
+    args = (book, src.hdr64, src.hdr32, src.slots, src.mask, dst.hdr64, dst.hdr32, dst.slots,
+            dst.mask, np.zeros(2, np.int64), np.zeros(3, np.int64), segs.stats.procs, proc,
+            segs.stats.bells, bell, cfg.batch, *_wait_args(cfg))
+    return run, args
+
+
+def aggregator_args(segs, cfg):
+    from .aggregator import run
+    proc = aggregator_proc(cfg.workers)
+    hdrs, hdrs32, slots = _ring_tuples(segs.outputs)
+    n = len(hdrs)
+    snap, bcast, stats = segs.snap, segs.bcast, segs.stats
+    snap_hdr = snap.seg.view(L.SNAP_HEADER, L.SNAP_HEADER_OFFSET, 1)
+    args = (hdrs, hdrs32, slots, segs.outputs[0].mask, np.zeros(n, np.int64),
+            np.zeros(n, np.int64), np.full(n, -1, np.int64), np.zeros(n, np.int64), snap.rows,
+            snap.words, snap_hdr, bcast.hdr64, bcast.slots, bcast.mask, np.zeros(8, np.int64),
+            stats.hist, stats.procs, proc, stats.bells, stats.bell_word(proc), cfg.batch,
+            *_wait_args(cfg))
+    return run, args
+
+
+def preload(segs, cfg):
+    """Load every kernel from the numba cache (or compile it) before forking, so each
+    process starts running at once instead of loading its own copy."""
+    from numba import typeof
+    from .feed import control
+    kernels = [feed_args(segs, cfg), worker_args(segs, cfg, 0), aggregator_args(segs, cfg)]
+    for kernel, args in kernels:
+        kernel.compile(tuple(typeof(a) for a in args) + (typeof(BUDGET_NS),))
+    _, fargs = kernels[0]
+    control_args = (L.EV_END, 0, 0) + fargs[3:6] + (fargs[6], fargs[7]) + fargs[11:13] \
+        + _wait_args(cfg)
+    control.compile(tuple(typeof(a) for a in control_args))
+
+
+def run_feed(engine, cfg, cpu):
+    from .feed import C_SEQ, C_T0, STOPPED, control
+    segs = _enter(engine, FEED, L.ROLE_FEED, 0, cpu)
+    run, args = feed_args(segs, cfg)
+    ctl, tails = args[10], args[7]
+    ctl[C_T0] = lib.shme_monotonic_ns()
+    done = run(*args, BUDGET_NS)
+    segs.stats.procs[FEED]["state"] = L.RUN_RUNNING
+    while done != STOPPED:
+        done = run(*args, BUDGET_NS)
+    hdrs, hdrs32, slots, mask = args[3], args[4], args[5], args[6]
+    control(L.EV_END, max(int(ctl[C_SEQ]) - 1, 0), lib.shme_monotonic_ns(), hdrs, hdrs32, slots,
+            mask, tails, segs.stats.procs, FEED, *_wait_args(cfg))
+    segs.stats.procs[FEED]["state"] = L.RUN_STOPPED
+    segs.close()
+
+
+def run_worker(engine, cfg, w, cpu):
+    proc = worker_proc(w)
+    segs = _enter(engine, proc, L.ROLE_WORKER, w, cpu)
+    run, args = worker_args(segs, cfg, w)
+    _loop(segs, proc, lambda: run(*args, BUDGET_NS))
     segs.close()
 
 
 def run_aggregator(engine, cfg, cpu):
-    from .aggregator import run
     proc = aggregator_proc(cfg.workers)
     segs = _enter(engine, proc, L.ROLE_AGGREGATOR, 0, cpu)
-    hdrs, hdrs32, slots = _ring_tuples(segs.outputs)
-    n = len(hdrs)
-    heads = np.zeros(n, np.int64)
-    tails = np.zeros(n, np.int64)
-    known = np.full(n, -1, np.int64)
-    ended = np.zeros(n, np.int64)
-    state = np.zeros(8, np.int64)
-    snap, bcast, stats = segs.snap, segs.bcast, segs.stats
-    snap_hdr = segs.snap.seg.view(L.SNAP_HEADER, L.SNAP_HEADER_OFFSET, 1)
-    wait = (cfg.wait_mode, cfg.spins, cfg.yields, cfg.sleep_us * 1000)
-    _loop(segs, proc, lambda: run(
-        hdrs, hdrs32, slots, segs.outputs[0].mask, heads, tails, known, ended, snap.rows,
-        snap.words, snap_hdr, bcast.hdr64, bcast.slots, bcast.mask, state, stats.hist,
-        stats.procs, proc, stats.bells, stats.bell_word(proc), cfg.batch, *wait, BUDGET_NS))
+    run, args = aggregator_args(segs, cfg)
+    _loop(segs, proc, lambda: run(*args, BUDGET_NS))
     segs.close()

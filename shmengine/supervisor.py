@@ -75,6 +75,7 @@ class Supervisor:
         me = psutil.Process()
         self.segs = EngineSegments.create(cfg, symbol_names(cfg.symbols), os.getpid(),
                                           int(me.create_time() * 1000))
+        P.preload(self.segs, cfg)
         cpus = cpu_plan(cfg)
         ctx = multiprocessing.get_context("fork")
         specs = [(P.run_feed, (cfg.name, cfg, cpus[0]))]
