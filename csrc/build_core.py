@@ -16,6 +16,7 @@ int shme_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
 int shme_futex_wake(uint32_t *addr, int n);
 int64_t shme_monotonic_ns(void);
 int shme_set_parent_death_signal(int sig);
+int shme_set_timer_slack(int64_t ns);
 """)
 ffi.set_source(
     "shmengine._core",

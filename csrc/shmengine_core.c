@@ -41,3 +41,8 @@ int shme_set_parent_death_signal(int sig)
 {
     return prctl(PR_SET_PDEATHSIG, sig) == 0 ? SHME_OK : SHME_ERROR;
 }
+
+int shme_set_timer_slack(int64_t ns)
+{
+    return prctl(PR_SET_TIMERSLACK, (unsigned long)ns) == 0 ? SHME_OK : SHME_ERROR;
+}

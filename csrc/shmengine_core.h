@@ -26,4 +26,8 @@ int64_t shme_monotonic_ns(void);
 /* Deliver sig to the calling process when its parent dies. */
 int shme_set_parent_death_signal(int sig);
 
+/* Let the kernel delay this process's timed sleeps by at most ns (default 50 us),
+ * so a paced feed or a sleeping consumer wakes when asked. */
+int shme_set_timer_slack(int64_t ns);
+
 #endif

@@ -47,7 +47,7 @@ class Config:
     book_levels: int = 64          # price levels kept per side per venue
     book_orders: int = 0           # live orders per worker; 0: 64 per (symbol, venue) it owns
     heartbeat_timeout: float = 5.0  # seconds without a heartbeat before a process is declared hung
-    spins: int = 20000             # wait strategy: PAUSE loops before yielding
+    spins: int = 2000              # wait strategy: PAUSE loops before yielding (~50 us)
     yields: int = 100              # adaptive: sched_yield calls before sleeping
     sleep_us: int = 1000           # adaptive: longest single futex sleep
 

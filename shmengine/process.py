@@ -15,6 +15,7 @@ from ._core import lib
 from .segments import EngineSegments
 
 BUDGET_NS = 50_000_000
+TIMER_SLACK_NS = 1_000
 
 FEED = 0
 
@@ -29,6 +30,7 @@ def aggregator_proc(n_workers):
 
 def _enter(engine, proc, role, index, cpu):
     lib.shme_set_parent_death_signal(signal.SIGKILL)
+    lib.shme_set_timer_slack(TIMER_SLACK_NS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
