@@ -39,7 +39,10 @@ def add_run(sub):
     p.add_argument("--wait", help="spin | adaptive")
     p.add_argument("--seed", type=int)
     p.add_argument("--batch", type=int, help="most records a process moves at once")
-    p.add_argument("--ring-capacity", type=int, dest="ring_capacity")
+    p.add_argument("--ring-capacity", type=int, dest="ring_capacity",
+                   help="events per feed->worker ring (power of two)")
+    p.add_argument("--result-ring-capacity", type=int, dest="result_ring_capacity",
+                   help="results per worker->aggregator ring (power of two)")
     p.add_argument("--bcast-capacity", type=int, dest="bcast_capacity",
                    help="records kept in the broadcast ring (power of two)")
     p.add_argument("--linger", action="store_const", const=True,
@@ -56,7 +59,8 @@ def add_run(sub):
 def cmd_run(args):
     from . import config, supervisor
     keys = ("name", "symbols", "venues", "workers", "cpus", "rate", "duration", "events", "wait",
-            "seed", "batch", "ring_capacity", "bcast_capacity", "linger", "drop", "save_snapshot", "summary_json")
+            "seed", "batch", "ring_capacity", "result_ring_capacity", "bcast_capacity", "linger",
+            "drop", "save_snapshot", "summary_json")
     cfg = config.load(args.config, {k: getattr(args, k) for k in keys})
     return supervisor.run(cfg)
 

@@ -101,8 +101,8 @@ class EngineSegments:
                 inputs.append(Ring.create(shm.segment_name(name, f"in.{w}"), cfg.ring_capacity,
                                           L.EVENT, policy))
                 parts.append(inputs[-1])
-                outputs.append(Ring.create(shm.segment_name(name, f"out.{w}"), cfg.ring_capacity,
-                                           L.RESULT, policy))
+                outputs.append(Ring.create(shm.segment_name(name, f"out.{w}"),
+                                           cfg.result_ring_capacity, L.RESULT, policy))
                 parts.append(outputs[-1])
             meta.mark_ready()
         except BaseException:
