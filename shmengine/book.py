@@ -56,7 +56,7 @@ from .layout import (
     RFLAG_LOCKED, SIDE_ASK, SIDE_BID, TOP_LEVELS,
 )
 
-# counters
+# indices into a counters array
 UNKNOWN_ORDERS = 0
 BOOK_OVERFLOWS = 1
 BAD_EVENTS = 2
@@ -523,7 +523,7 @@ def _free_slot(orders, order_info, j):
     while orders[k]["key"] != 0:
         # A key may fill the hole unless its home lies cyclically in (hole, k].
         home = _home(orders[k]["key"], hash_shift)
-        if ((k - home) & mask) > ((k - hole) & mask):
+        if ((k - home) & mask) >= ((k - hole) & mask):
             orders[hole] = orders[k]
             hole = k
         k = (k + 1) & mask

@@ -38,32 +38,39 @@ class NaiveBook:
 
     # -- views ---------------------------------------------------------------
 
+    def book(self, symbol):
+        """{(venue, side): [(price, qty, count)] best first} for every venue and side."""
+        agg = {(v, side): {} for v in range(self.n_venues) for side in (SIDE_BID, SIDE_ASK)}
+        for (venue, _), o in self.orders.items():
+            if o.symbol == symbol:
+                level = agg[venue, o.side]
+                qty, count = level.get(o.price, (0, 0))
+                level[o.price] = (qty + o.qty, count + 1)
+        return {(venue, side): [(p, *level[p]) for p in sorted(level, reverse=side == SIDE_BID)]
+                for (venue, side), level in agg.items()}
+
     def levels(self, symbol, venue, side):
         """[(price, qty, count)] best first."""
-        agg = {}
-        for (v, _), o in self.orders.items():
-            if v == venue and o.symbol == symbol and o.side == side:
-                qty, count = agg.get(o.price, (0, 0))
-                agg[o.price] = (qty + o.qty, count + 1)
-        prices = sorted(agg, reverse=side == SIDE_BID)
-        return [(p, agg[p][0], agg[p][1]) for p in prices]
+        return self.book(symbol)[venue, side]
 
-    def venue_bbo(self, symbol, venue):
+    def venue_bbo(self, symbol, venue, book=None):
         """(bid_px, bid_qty, ask_px, ask_qty), zeros for an empty side."""
+        book = book or self.book(symbol)
         bbo = []
         for side in (SIDE_BID, SIDE_ASK):
-            levels = self.levels(symbol, venue, side)
+            levels = book[venue, side]
             bbo += [levels[0][0], levels[0][1]] if levels else [0, 0]
         return tuple(bbo)
 
-    def consolidated(self, symbol):
+    def consolidated(self, symbol, book=None):
         """Same keys as shmengine.book.consolidated, levels as lists."""
+        book = book or self.book(symbol)
         top = {}
         for side, name in ((SIDE_BID, "bid"), (SIDE_ASK, "ask")):
             qty_at = {}
             venues_at = {}
             for venue in range(self.n_venues):
-                for price, qty, _ in self.levels(symbol, venue, side):
+                for price, qty, _ in book[venue, side]:
                     qty_at[price] = qty_at.get(price, 0) + qty
                     venues_at.setdefault(price, []).append(venue)
             prices = sorted(qty_at, reverse=side == SIDE_BID)[:TOP_LEVELS]
@@ -97,7 +104,7 @@ class NaiveBook:
         if symbol not in self.tape or venue >= self.n_venues or etype not in KNOWN_TYPES:
             self.bad_events += 1
             return None
-        before = (self.venue_bbo(symbol, venue), self._depth(symbol))
+        before = self._view(symbol, venue)
         printed = self._apply(ev, etype, symbol, venue)
         if printed is None:
             return None
@@ -105,7 +112,7 @@ class NaiveBook:
             kind = RES_TRADE
         elif etype == EV_CLEAR:
             kind = RES_CLEAR
-        elif (self.venue_bbo(symbol, venue), self._depth(symbol)) != before:
+        elif self._view(symbol, venue) != before:
             kind = RES_QUOTE
         else:
             return None
@@ -212,10 +219,12 @@ class NaiveBook:
         tape["notional"] += price * qty
         tape["trades"] += 1
 
-    def _depth(self, symbol):
-        top = self.consolidated(symbol)
-        return tuple(tuple(top[f"level_{name}"]) for name in ("bid_px", "bid_qty", "ask_px",
-                                                              "ask_qty"))
+    def _view(self, symbol, venue):
+        """What a quote result reports: the venue's best levels and the depth."""
+        book = self.book(symbol)
+        top = self.consolidated(symbol, book)
+        return self.venue_bbo(symbol, venue, book), tuple(
+            tuple(top[f"level_{name}"]) for name in ("bid_px", "bid_qty", "ask_px", "ask_qty"))
 
     # -- results -------------------------------------------------------------
 
