@@ -10,9 +10,10 @@ mostly pick orders near the touch, and a few trades do not show in the book.
 
 The kernel runs in batches of 1024, called from compiled code as a worker
 calls it, over the stream laid in an event ring, writing to a 2**16-slot
-result ring. Rates are events per second of the process's CPU
-time, median of the runs after a warm-up (CPU time, so that other load on the
-machine does not count); the wall-clock median is printed beside it.
+result ring. Each run starts from an empty book. Rates are events per
+second of the process's CPU time, median of the runs after a warm-up (CPU
+time, so that other load on the machine does not count); the wall-clock
+median is printed beside it.
 """
 import argparse
 import os
@@ -27,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from shmengine.book import N_COUNTERS, live_orders, new_book, process  # noqa: E402
 from shmengine.layout import (  # noqa: E402
     EV_ADD, EV_CANCEL, EV_DELETE, EV_EXECUTE, EV_EXECUTE_PRICE, EV_REPLACE, EV_TRADE, EVENT,
-    RESULT, SIDE_ASK, SIDE_BID,
+    EVENT_TYPE_NAMES, RESULT, SIDE_BID,
 )
 
 TICK = 100           # one cent at PRICE_SCALE 10_000
@@ -193,10 +194,8 @@ def main():
     _, _, written, book = run(ring, args.events, args.symbols, args.venues, args.max_orders)
     levels = book.n_levels[book.n_levels > 0]
     types, counts = np.unique(events["type"], return_counts=True)
-    names = {EV_ADD: "add", EV_EXECUTE: "execute", EV_EXECUTE_PRICE: "execute_price",
-             EV_CANCEL: "cancel", EV_DELETE: "delete", EV_REPLACE: "replace",
-             EV_TRADE: "trade"}
-    mix = ", ".join(f"{names[t]} {c / len(events):.0%}" for t, c in zip(types, counts))
+    mix = ", ".join(f"{EVENT_TYPE_NAMES[t]} {c / len(events):.0%}"
+                    for t, c in zip(types, counts))
     print(f"{args.events} events ({mix})")
     print(f"{args.symbols} symbols, {args.venues} venues, max_orders {args.max_orders}; "
           f"results {written / args.events:.0%} of events; levels per side median "

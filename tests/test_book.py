@@ -11,7 +11,7 @@ from shmengine.layout import (
     RES_TRADE, RES_WATERMARK, RESULT, RFLAG_CROSSED, RFLAG_LOCKED, SIDE_ASK, SIDE_BID,
     TOP_LEVELS,
 )
-from tests.naive import NaiveBook
+from naive import NaiveBook
 
 TICK = 100
 MID = 1_000_000
