@@ -75,7 +75,7 @@ def main():
     from shmengine.ring_probe import warm
     warm()
     print(f"{'wait':<9}{'capacity':>9}{'batch':>7}{'M events/s':>12}{'GB/s':>7}"
-          f"{'memcpy M rec/s':>16}{'ratio':>7}")
+          f"{'memcpy M rec/s':>16}{'ratio':>7}   min..max M events/s")
     for capacity in args.capacity:
         base = memcpy_rate(capacity, args.repeat)
         for wait in args.wait:
@@ -84,7 +84,8 @@ def main():
                          for _ in range(args.repeat)]
                 med = statistics.median(rates)
                 print(f"{wait:<9}{capacity:>9}{batch:>7}{med / 1e6:>12.1f}{med * 64 / 1e9:>7.2f}"
-                      f"{base / 1e6:>16.1f}{med / base:>7.2f}", flush=True)
+                      f"{base / 1e6:>16.1f}{med / base:>7.2f}   {min(rates) / 1e6:.0f}.."
+                      f"{max(rates) / 1e6:.0f}", flush=True)
 
 
 if __name__ == "__main__":
