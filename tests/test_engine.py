@@ -132,3 +132,17 @@ def test_hung_worker_is_detected(tmp_path):
         assert f"worker 0 (pid {pid}) sent no heartbeat" in err and "hung" in err
         assert not segments_of(proc.name)
         _no_children_left(proc)
+
+
+def test_processes_are_pinned_where_asked():
+    cpus = sorted(os.sched_getaffinity(0))
+    want = [cpus[-1], cpus[0], cpus[-1], cpus[0]]  # feed, worker 0, worker 1, aggregator
+    with engine("--symbols", 50, "--workers", 2, "--events", 20_000, "--linger",
+                "--cpus", ",".join(map(str, want))) as proc:
+        with shmengine.attach(proc.name) as eng:
+            wait_for(lambda: eng.state() == "stopped", 60, "the engine to drain")
+            procs = eng.stats()["processes"]
+            assert [p["cpu"] for p in procs] == want
+            for p in procs:
+                assert p["pid"] > 0 and p["state"] == L.RUN_STOPPED
+        cli("stop", proc.name, check=True)
