@@ -29,7 +29,6 @@ ST_BCAST_TAIL = 0
 ST_LOCKED = 1
 ST_CROSSED = 2
 ST_RESULTS = 3
-ST_LAST_SEQ = 4
 
 
 @njit(cache=True)

@@ -12,6 +12,8 @@ Every mapping is read-only: a strategy cannot disturb the engine, and the
 engine never waits for a strategy. A subscriber that falls a whole ring
 behind gets ``Lapped`` and resynchronises from ``table()``.
 """
+import time
+
 import numpy as np
 
 from . import layout as L
@@ -120,7 +122,6 @@ class Engine:
             engine_alive(self.segs.info)
 
     def _idle(self):
-        import time
         time.sleep(self._sleep)
 
     def _symbol_id(self, symbol):

@@ -4,8 +4,12 @@ Errors a user can cause print one line (``shmengine: error: ...``) and exit
 non-zero, without a traceback.
 """
 import argparse
+import os
 import sys
 import time
+
+import numpy as np
+import psutil
 
 from . import layout as L
 from . import shm
@@ -217,7 +221,6 @@ def add_cleanup(sub):
 
 
 def cmd_cleanup(args):
-    import os
     alive = {name for name, state, *_ in engine_rows() if state not in ("dead",)
              and not state.startswith("broken")}
     removed = 0
@@ -236,19 +239,16 @@ def cmd_cleanup(args):
 
 def _being_created(engine):
     """Segments of an engine still being created (meta not yet READY) by a live process."""
-    import os
     meta = os.path.join(shm.SHM_DIR, f"{shm.PREFIX}{engine}.meta")
     if not os.path.exists(meta):
         return False
     try:
         with open(meta, "rb") as fh:
-            import numpy as np
             hdr = np.frombuffer(fh.read(L.SEGMENT_HEADER.itemsize), L.SEGMENT_HEADER)[0]
     except (OSError, ValueError):
         return False
     if int(hdr["magic"]) != L.MAGIC or int(hdr["state"]) == L.STATE_READY:
         return False
-    import psutil
     return psutil.pid_exists(int(hdr["creator_pid"]))
 
 

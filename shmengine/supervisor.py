@@ -103,7 +103,7 @@ class Supervisor:
                                    f"heartbeat for {since:.1f} s: hung")
 
     def wait(self):
-        """Run until stopped, the event limit or the duration; returns the exit code."""
+        """Run until stopped, the event limit or the duration."""
         cfg = self.cfg
         t_start = time.monotonic()
         running = False
@@ -118,7 +118,7 @@ class Supervisor:
                 self.first_snapshot_s = time.time() - psutil.Process().create_time()
                 self.first_snapshot_ns = lib.shme_monotonic_ns()
             if all(p.exitcode == 0 for p in self.children):
-                return 0
+                return
             over = cfg.duration and time.monotonic() - t_start >= cfg.duration
             if (self.stop_requested or over or self.segs.info["stop_request"]) \
                     and draining_since is None:
@@ -206,7 +206,7 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
         print(f"engine {cfg.name} running: {cfg.symbols} symbols, {cfg.venues} venues, "
               f"{cfg.workers} worker(s), pid {os.getpid()}", file=out, flush=True)
         try:
-            code = sup.wait()
+            sup.wait()
         except EngineFailed as exc:
             sup._set_state(L.RUN_FAILED)
             sup.kill_children()

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 import shmengine
-from shmengine import layout as L
 
 from conftest import cli, engine, wait_for
 
