@@ -2,10 +2,10 @@
  *
  * The layout half of this header mirrors shmengine/layout.py, the single
  * source of truth for every shared-memory format; tests/test_layout.py holds
- * the two equal. The API half attaches to an engine's meta, snap and bcast
- * segments read-only, reads consistent snapshot rows and follows the
- * broadcast stream. Header-only: include it and build with -std=gnu11 (or
- * define _POSIX_C_SOURCE 200809L with -std=c11).
+ * the two equal. The API half attaches to an engine's meta, snap, ana and
+ * bcast segments read-only, reads consistent snapshot and analytics rows and
+ * follows the broadcast stream. Header-only: include it and build with
+ * -std=gnu11 (or define _POSIX_C_SOURCE 200809L with -std=c11).
  *
  *     shme_engine eng;
  *     int rc = shme_attach(&eng, "default");
@@ -15,10 +15,14 @@
  *     shme_subscribe(&eng, &rd);            // subscribe first, then snapshot:
  *     struct shme_snapshot row;             // the stream overlaps the row
  *     shme_snapshot(&eng, (uint32_t)sym, &row);
+ *     struct shme_analytics an;             // mid, spread, ofi, bars, ...
+ *     shme_analytics(&eng, (uint32_t)sym, &an);
  *     shme_result buf[256];
  *     for (;;) {
  *         int64_t n = shme_poll(&rd, buf, 256);
  *         if (n == SHME_LAPPED) { ... resynchronise from shme_snapshot ... }
+ *         // buf[i].kind says the layout: SHME_RES_BAR records read as
+ *         // shme_as_bar(&buf[i]), SHME_RES_SIGNAL as shme_as_signal(...)
  *         ...
  *     }
  *     shme_detach(&eng);
@@ -55,7 +59,7 @@ extern "C" {
 /* ------------------------------------------------------------ constants */
 
 #define SHME_MAGIC 0x31454E49474D4853ULL /* "SHMGINE1" read as little-endian u64 */
-#define SHME_LAYOUT_VERSION 1
+#define SHME_LAYOUT_VERSION 2
 #define SHME_CACHE_LINE 64
 #define SHME_PAD 128 /* contended cursors sit this far apart */
 
@@ -72,6 +76,7 @@ extern "C" {
 #define SHME_SEG_RING 3
 #define SHME_SEG_SNAP 4
 #define SHME_SEG_BCAST 5
+#define SHME_SEG_ANALYTICS 6
 
 /* segment states */
 #define SHME_STATE_BUILDING 0
@@ -98,8 +103,21 @@ extern "C" {
 #define SHME_RES_QUOTE 1
 #define SHME_RES_TRADE 2
 #define SHME_RES_CLEAR 3
+#define SHME_RES_BAR 4    /* an OHLCV bar closed: shme_bar_record layout */
+#define SHME_RES_SIGNAL 5 /* a signal fired: shme_signal_record layout */
+#define SHME_RES_USER 6   /* a user kernel's record: shme_user_record layout */
 #define SHME_RES_WATERMARK 9
 #define SHME_RES_END 10
+
+/* signals: shme_signal_record.signal; bit 1 << signal in
+ * shme_analytics.signals while active */
+#define SHME_SIG_OFI 0     /* rolling order-flow imbalance beyond +/- its threshold */
+#define SHME_SIG_SPREAD 1  /* quoted spread at or above its threshold in bps */
+#define SHME_SIG_CROSSED 2 /* consolidated best bid above best offer */
+
+#define SHME_MAX_BAR_INTERVALS 2 /* bar intervals a run may configure */
+#define SHME_USER_FIELDS 8       /* double fields per symbol that user kernels publish */
+#define SHME_USER_VALUES 16      /* doubles a shme_user_record carries */
 
 /* result and snapshot flags */
 #define SHME_RFLAG_LOCKED 1  /* consolidated best bid == best ask */
@@ -129,6 +147,12 @@ extern "C" {
 #define SHME_SNAP_HEADER_OFFSET 64
 #define SHME_SNAP_ROWS_OFFSET 256
 #define SHME_SNAPSHOT_SIZE 576 /* row stride: sizeof(struct shme_snapshot) */
+
+/* ana segment: one analytics row per symbol, written by the worker that
+ * owns the symbol */
+#define SHME_ANA_HEADER_OFFSET 64
+#define SHME_ANA_ROWS_OFFSET 256
+#define SHME_ANALYTICS_SIZE 704 /* row stride: sizeof(struct shme_analytics) */
 
 /* meta segment: names are n_symbols x SYMBOL_NAME_LEN NUL-padded ASCII,
  * then the partition map (n_symbols u16 worker indices, 8-byte aligned) */
@@ -166,7 +190,7 @@ extern "C" {
 #define SHME_EDEAD (-6)     /* the engine's supervisor is gone; segments left behind */
 #define SHME_EACCES (-7)    /* segment belongs to another user */
 #define SHME_EINVAL (-8)    /* bad engine name or symbol id */
-#define SHME_EBUSY (-9)     /* a snapshot row stayed locked: the writer stopped mid-write */
+#define SHME_EBUSY (-9)     /* a seqlocked row stayed locked: its writer stopped mid-write */
 #define SHME_LAPPED (-10)   /* the reader fell a whole ring behind */
 
 /* ------------------------------------------------------------ layout */
@@ -218,7 +242,8 @@ typedef struct shme_result {
     int64_t ask_qty;
     uint8_t bid_venue;
     uint8_t ask_venue;
-    uint8_t _pad0[6];
+    uint8_t side; /* of the order the event touched; of the resting order on a trade */
+    uint8_t _pad0[5];
     int64_t last_px;
     int64_t last_qty;
     int64_t volume;
@@ -230,6 +255,66 @@ typedef struct shme_result {
     int64_t level_ask_qty[SHME_TOP_LEVELS];
     uint8_t _pad1[8];
 } shme_result;
+
+/* Records of the other stream kinds share shme_result's size and its first
+ * 40 bytes (seq .. event_type: the event that caused them), so one ring
+ * carries all; `kind` tells them apart. Copy a polled slot into the right
+ * struct with shme_as_bar() and friends (memcpy) rather than casting the
+ * pointer, which strict aliasing does not allow. */
+typedef struct shme_bar_record {
+    uint64_t seq;
+    int64_t exch_ts;
+    int64_t recv_ts;
+    int64_t proc_ts;
+    uint32_t symbol;
+    uint8_t venue;
+    uint8_t kind; /* SHME_RES_BAR */
+    uint8_t flags;
+    uint8_t event_type;
+    int64_t interval_ns; /* the bar's length on the exchange clock */
+    int64_t bar_start;   /* exchange clock at the bar's start: a multiple of interval_ns */
+    int64_t open;
+    int64_t high;
+    int64_t low;
+    int64_t close;
+    int64_t volume;
+    int64_t notional; /* sum of price * qty over the bar's trades (fixed point) */
+    int64_t trades;
+    uint8_t _pad_end[208];
+} shme_bar_record;
+
+typedef struct shme_signal_record {
+    uint64_t seq;
+    int64_t exch_ts;
+    int64_t recv_ts;
+    int64_t proc_ts;
+    uint32_t symbol;
+    uint8_t venue;
+    uint8_t kind; /* SHME_RES_SIGNAL */
+    uint8_t flags;
+    uint8_t event_type;
+    uint32_t signal;   /* SHME_SIG_* */
+    int32_t direction; /* +1 or -1 (SHME_SIG_OFI: the sign of the flow), else +1 */
+    double value;      /* the value that crossed: ofi (shares), spread (bps), bid - ask */
+    double threshold;
+    uint8_t _pad_end[256];
+} shme_signal_record;
+
+typedef struct shme_user_record {
+    uint64_t seq;
+    int64_t exch_ts;
+    int64_t recv_ts;
+    int64_t proc_ts;
+    uint32_t symbol;
+    uint8_t venue;
+    uint8_t kind; /* SHME_RES_USER */
+    uint8_t flags;
+    uint8_t event_type;
+    uint32_t kernel; /* index of the user kernel in the run's list */
+    int32_t tag;     /* the kernel's own record type */
+    double values[SHME_USER_VALUES];
+    uint8_t _pad_end[144];
+} shme_user_record;
 
 /* No typedef: shme_snapshot() is the function that reads one, as with
  * struct stat and stat(). _pad1 pads the row to whole cache lines. */
@@ -281,6 +366,66 @@ typedef struct shme_snap_header {
     uint8_t _pad1[64];
 } shme_snap_header;
 
+/* No typedef, as struct shme_snapshot: shme_analytics() reads one. Prices
+ * are in currency units, NaN without a two-sided quote; _pad_end pads the
+ * row to whole cache lines. */
+struct shme_analytics {
+    uint64_t seqlock; /* odd while the owning worker writes the row */
+    uint32_t symbol;
+    uint32_t signals; /* bit 1 << SHME_SIG_* while that signal is active */
+    uint64_t an_seq;  /* seq of the last result applied to the row */
+    int64_t an_exch_ts;
+    int64_t an_updates; /* results applied */
+    double mid;
+    double spread;
+    double spread_bps;
+    double microprice;
+    double imbalance; /* (Qb - Qa) / (Qb + Qa) at the consolidated best */
+    int64_t depth_bid; /* quantity over the best depth_levels consolidated levels */
+    int64_t depth_ask;
+    double depth_imbalance;
+    int64_t ofi; /* order-flow imbalance over the rolling window, shares */
+    double rolling_vwap;
+    int64_t rolling_volume;
+    double rv; /* realized volatility: sqrt of summed squared mid log-returns */
+    int64_t rv_returns;
+    double eff_spread; /* last trade's effective spread 2 D (P - M) */
+    double eff_spread_mean;
+    double eff_spread_bps_mean;
+    int64_t eff_trades;
+    double realized_spread_mean;
+    double price_impact_mean;
+    int64_t impact_trades;
+    int64_t impact_dropped; /* trades not followed: the pending queue was full */
+    int64_t time_total;     /* exchange-clock ns since the symbol's first result */
+    int64_t time_locked;
+    int64_t time_crossed;
+    int64_t venue_time_at_bid[SHME_MAX_VENUES]; /* venue's bid at the consolidated best */
+    int64_t venue_time_at_ask[SHME_MAX_VENUES];
+    int64_t venue_volume[SHME_MAX_VENUES];
+    int64_t venue_trades[SHME_MAX_VENUES];
+    int64_t bar_start[SHME_MAX_BAR_INTERVALS]; /* the open bar per interval; -1 if none */
+    int64_t bar_open[SHME_MAX_BAR_INTERVALS];
+    int64_t bar_high[SHME_MAX_BAR_INTERVALS];
+    int64_t bar_low[SHME_MAX_BAR_INTERVALS];
+    int64_t bar_close[SHME_MAX_BAR_INTERVALS];
+    int64_t bar_volume[SHME_MAX_BAR_INTERVALS];
+    int64_t bar_notional[SHME_MAX_BAR_INTERVALS];
+    int64_t bar_trades[SHME_MAX_BAR_INTERVALS];
+    double user[SHME_USER_FIELDS];
+    uint8_t _pad_end[24];
+};
+
+typedef struct shme_ana_header {
+    uint32_t n_symbols;
+    uint32_t row_size;
+    uint32_t enabled; /* 0: the run computes no analytics; rows stay empty */
+    uint32_t _pad0;
+    int64_t bar_interval_ns[SHME_MAX_BAR_INTERVALS]; /* 0: not configured */
+    int64_t depth_levels;
+    uint8_t _pad1[24];
+} shme_ana_header;
+
 typedef struct shme_engine_info {
     uint32_t supervisor_pid;
     uint32_t n_symbols;
@@ -330,7 +475,20 @@ SHME_STATIC_ASSERT(sizeof(shme_event) == 64, "event size");
 SHME_STATIC_ASSERT(offsetof(shme_event, venue) == 56, "event venue");
 SHME_STATIC_ASSERT(sizeof(shme_result) == 320, "result size");
 SHME_STATIC_ASSERT(offsetof(shme_result, bid_venue) == 104, "result bid_venue");
+SHME_STATIC_ASSERT(offsetof(shme_result, side) == 106, "result side");
 SHME_STATIC_ASSERT(offsetof(shme_result, level_bid_px) == 152, "result levels");
+SHME_STATIC_ASSERT(sizeof(shme_bar_record) == sizeof(shme_result), "bar record size");
+SHME_STATIC_ASSERT(sizeof(shme_signal_record) == sizeof(shme_result), "signal record size");
+SHME_STATIC_ASSERT(sizeof(shme_user_record) == sizeof(shme_result), "user record size");
+SHME_STATIC_ASSERT(offsetof(shme_bar_record, kind) == offsetof(shme_result, kind),
+                   "bar record shares the result's head");
+SHME_STATIC_ASSERT(offsetof(shme_signal_record, kind) == offsetof(shme_result, kind),
+                   "signal record shares the result's head");
+SHME_STATIC_ASSERT(offsetof(shme_user_record, kind) == offsetof(shme_result, kind),
+                   "user record shares the result's head");
+SHME_STATIC_ASSERT(offsetof(shme_bar_record, interval_ns) == 40, "bar record fields");
+SHME_STATIC_ASSERT(offsetof(shme_signal_record, value) == 48, "signal record value");
+SHME_STATIC_ASSERT(offsetof(shme_user_record, values) == 48, "user record values");
 SHME_STATIC_ASSERT(sizeof(struct shme_snapshot) == SHME_SNAPSHOT_SIZE, "snapshot row size");
 SHME_STATIC_ASSERT(sizeof(struct shme_snapshot) % SHME_CACHE_LINE == 0, "snapshot row lines");
 SHME_STATIC_ASSERT(offsetof(struct shme_snapshot, seqlock) == 0, "seqlock is the first word");
@@ -339,6 +497,15 @@ SHME_STATIC_ASSERT(offsetof(struct shme_snapshot, venue_ask_qty) == 496, "snapsh
 SHME_STATIC_ASSERT(sizeof(shme_snap_header) == 128, "snap header size");
 SHME_STATIC_ASSERT(SHME_SNAP_HEADER_OFFSET + sizeof(shme_snap_header) <= SHME_SNAP_ROWS_OFFSET,
                    "snap header fits before the rows");
+SHME_STATIC_ASSERT(sizeof(struct shme_analytics) == SHME_ANALYTICS_SIZE, "analytics row size");
+SHME_STATIC_ASSERT(sizeof(struct shme_analytics) % SHME_CACHE_LINE == 0, "analytics row lines");
+SHME_STATIC_ASSERT(offsetof(struct shme_analytics, seqlock) == 0,
+                   "analytics seqlock is the first word");
+SHME_STATIC_ASSERT(offsetof(struct shme_analytics, mid) == 40, "analytics mid");
+SHME_STATIC_ASSERT(offsetof(struct shme_analytics, user) == 616, "analytics user");
+SHME_STATIC_ASSERT(sizeof(shme_ana_header) == 64, "ana header size");
+SHME_STATIC_ASSERT(SHME_ANA_HEADER_OFFSET + sizeof(shme_ana_header) <= SHME_ANA_ROWS_OFFSET,
+                   "ana header fits before the rows");
 SHME_STATIC_ASSERT(sizeof(shme_engine_info) == 64, "engine info size");
 SHME_STATIC_ASSERT(offsetof(shme_engine_info, run_state) == 48, "engine info run_state");
 SHME_STATIC_ASSERT(SHME_META_INFO_OFFSET + sizeof(shme_engine_info) <= SHME_META_NAMES_OFFSET,
@@ -369,6 +536,11 @@ static inline size_t shme_meta_size(uint32_t n_symbols)
 static inline size_t shme_snap_size(uint32_t n_symbols)
 {
     return SHME_SNAP_ROWS_OFFSET + (size_t)n_symbols * SHME_SNAPSHOT_SIZE;
+}
+
+static inline size_t shme_analytics_size(uint32_t n_symbols)
+{
+    return SHME_ANA_ROWS_OFFSET + (size_t)n_symbols * SHME_ANALYTICS_SIZE;
 }
 
 static inline size_t shme_ring_size(uint64_t capacity, uint64_t slot_size)
@@ -426,20 +598,46 @@ static inline void shme_copy_relaxed(void *dst, const void *src, size_t words)
     }
 }
 
+/* A polled record as the struct its kind names (memcpy: no aliasing). */
+static inline shme_bar_record shme_as_bar(const shme_result *r)
+{
+    shme_bar_record b;
+    memcpy(&b, r, sizeof b);
+    return b;
+}
+
+static inline shme_signal_record shme_as_signal(const shme_result *r)
+{
+    shme_signal_record s;
+    memcpy(&s, r, sizeof s);
+    return s;
+}
+
+static inline shme_user_record shme_as_user(const shme_result *r)
+{
+    shme_user_record u;
+    memcpy(&u, r, sizeof u);
+    return u;
+}
+
 /* ------------------------------------------------------------ attach API */
 
 typedef struct shme_engine {
     const shme_engine_info *info;
     const shme_snap_header *snap_header;
     const struct shme_snapshot *rows;
+    const shme_ana_header *ana_header; /* enabled == 0: the rows stay empty */
+    const struct shme_analytics *ana_rows;
     const uint8_t *bcast; /* broadcast ring segment */
     uint32_t n_symbols;
     uint32_t n_venues;
     char (*names)[SHME_SYMBOL_NAME_LEN + 1]; /* NUL-terminated copies */
     const uint8_t *meta;
     const uint8_t *snap;
+    const uint8_t *ana;
     size_t meta_size;
     size_t snap_size;
+    size_t ana_size;
     size_t bcast_size;
 } shme_engine;
 
@@ -472,8 +670,8 @@ static inline const char *shme_strerror(int code)
     case SHME_EACCES: return "permission denied: the engine belongs to another user";
     case SHME_EINVAL: return "invalid argument (engine names are 1-64 letters, digits, "
                              "'-' or '_'; symbol ids below n_symbols)";
-    case SHME_EBUSY: return "snapshot row stayed locked for a second: is the engine's "
-                            "aggregator alive?";
+    case SHME_EBUSY: return "snapshot or analytics row stayed locked for a second: are the "
+                            "engine's aggregator and workers alive?";
     case SHME_LAPPED: return "broadcast reader lapped: records missed, resynchronise from "
                              "the snapshot table";
     default: return "unknown shmengine error";
@@ -592,6 +790,8 @@ static inline void shme_detach(shme_engine *e)
         munmap((void *)e->meta, e->meta_size);
     if (e->snap)
         munmap((void *)e->snap, e->snap_size);
+    if (e->ana)
+        munmap((void *)e->ana, e->ana_size);
     if (e->bcast)
         munmap((void *)e->bcast, e->bcast_size);
     free(e->names);
@@ -630,6 +830,16 @@ static inline int shme_attach(shme_engine *e, const char *name)
         goto fail;
     }
     e->rows = (const struct shme_snapshot *)(e->snap + SHME_SNAP_ROWS_OFFSET);
+    rc = shme_map_segment(name, "ana", SHME_SEG_ANALYTICS, &e->ana, &e->ana_size);
+    if (rc != SHME_OK)
+        goto fail;
+    e->ana_header = (const shme_ana_header *)(e->ana + SHME_ANA_HEADER_OFFSET);
+    if (e->ana_header->n_symbols != n || e->ana_header->row_size != SHME_ANALYTICS_SIZE ||
+        e->ana_size != shme_analytics_size(n)) {
+        rc = SHME_EBADSEG;
+        goto fail;
+    }
+    e->ana_rows = (const struct shme_analytics *)(e->ana + SHME_ANA_ROWS_OFFSET);
     rc = shme_map_segment(name, "bcast", SHME_SEG_BCAST, &e->bcast, &e->bcast_size);
     if (rc != SHME_OK)
         goto fail;
@@ -682,17 +892,14 @@ static inline int64_t shme_monotonic_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* One consistent copy of the symbol's row. The acquire load of the seqlock
- * keeps the copy after it; the acquire fence keeps the copy before the
- * re-read. An even, unchanged seqlock means no write overlapped the copy.
- * Spins while the writer holds the row, yielding now and then in case it
- * shares our core; SHME_EBUSY if the row stays odd for a second. */
-static inline int shme_snapshot(const shme_engine *e, uint32_t symbol, struct shme_snapshot *out)
+/* One consistent copy of a seqlocked row of `words` u64 words, the seqlock
+ * first. The acquire load of the seqlock keeps the copy after it; the
+ * acquire fence keeps the copy before the re-read. An even, unchanged
+ * seqlock means no write overlapped the copy. Spins while the writer holds
+ * the row, yielding now and then in case it shares our core; SHME_EBUSY if
+ * the row stays odd for a second. */
+static inline int shme_read_row(const uint64_t *row, void *out, size_t words)
 {
-    if (symbol >= e->n_symbols)
-        return SHME_EINVAL;
-    const uint64_t *row = (const uint64_t *)(e->rows + symbol);
-    const size_t words = sizeof(struct shme_snapshot) / 8;
     int64_t since = 0;
     for (uint32_t tries = 1;; tries++) {
         uint64_t s1 = shme_get_acquire_u64(row);
@@ -700,7 +907,7 @@ static inline int shme_snapshot(const shme_engine *e, uint32_t symbol, struct sh
             shme_copy_relaxed((unsigned char *)out + 8, row + 1, words - 1);
             shme_acquire();
             if (shme_get_relaxed_u64(row) == s1) {
-                out->seqlock = s1;
+                memcpy(out, &s1, 8);
                 return SHME_OK;
             }
         }
@@ -715,6 +922,26 @@ static inline int shme_snapshot(const shme_engine *e, uint32_t symbol, struct sh
             shme_cpu_relax();
         }
     }
+}
+
+/* One consistent copy of the symbol's snapshot row (see shme_read_row). */
+static inline int shme_snapshot(const shme_engine *e, uint32_t symbol, struct shme_snapshot *out)
+{
+    if (symbol >= e->n_symbols)
+        return SHME_EINVAL;
+    return shme_read_row((const uint64_t *)(e->rows + symbol), out,
+                         sizeof(struct shme_snapshot) / 8);
+}
+
+/* One consistent copy of the symbol's analytics row (see shme_read_row).
+ * Each row has its own writer, the worker that owns the symbol: two rows
+ * read one after the other need not reflect the same instant. */
+static inline int shme_analytics(const shme_engine *e, uint32_t symbol, struct shme_analytics *out)
+{
+    if (symbol >= e->n_symbols)
+        return SHME_EINVAL;
+    return shme_read_row((const uint64_t *)(e->ana_rows + symbol), out,
+                         sizeof(struct shme_analytics) / 8);
 }
 
 /* Tail of the broadcast ring. Load-acquire: slots before it are whole. */

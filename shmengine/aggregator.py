@@ -77,13 +77,15 @@ def merge(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, row
         if not safe:
             break
         rec = out_slots[best][heads[best] & mask]
-        before = snapshot.write_row(rows, words, rec, publish_ts)
-        state[ST_LOCKED] += ((rec.flags & L.RFLAG_LOCKED) != 0) - ((before & L.RFLAG_LOCKED) != 0)
-        state[ST_CROSSED] += (((rec.flags & L.RFLAG_CROSSED) != 0)
-                              - ((before & L.RFLAG_CROSSED) != 0))
+        if rec.kind <= L.RES_CLEAR:  # bars, signals and user records only go on the stream
+            before = snapshot.write_row(rows, words, rec, publish_ts)
+            state[ST_LOCKED] += (((rec.flags & L.RFLAG_LOCKED) != 0)
+                                 - ((before & L.RFLAG_LOCKED) != 0))
+            state[ST_CROSSED] += (((rec.flags & L.RFLAG_CROSSED) != 0)
+                                  - ((before & L.RFLAG_CROSSED) != 0))
+            record(hist, publish_ts - rec.recv_ts)
         bcast_slots[tail & bcast_mask] = rec
         tail += 1
-        record(hist, publish_ts - rec.recv_ts)
         known[best] = best_seq
         heads[best] += 1
         done += 1

@@ -2,9 +2,9 @@
 
     import shmengine
     with shmengine.attach("default") as eng:
-        row = eng.snapshot("AAPL")            # one consistent row
-        print(row["bid_px"] / shmengine.PRICE_SCALE)
-        table = eng.table()                    # every row, each consistent
+        row = eng.snapshot("AAPL")            # book and analytics of one symbol
+        print(row["bid_px"] / shmengine.PRICE_SCALE, row["microprice"])
+        table = eng.table()                    # every symbol
         for rec in eng.subscribe():            # the broadcast stream, in seq order
             ...
 
@@ -21,6 +21,7 @@ from .broadcast import Lapped
 from .segments import EngineSegments
 from .shm import SegmentError
 from .supervisor import engine_alive
+from .table import combine
 
 
 class UnknownSymbol(KeyError):
@@ -132,12 +133,25 @@ class Engine:
         return self.symbols[symbol]
 
     def snapshot(self, symbol):
-        """The symbol's row (name or id) as a consistent numpy record copy."""
-        return self.segs.snap.row(self._symbol_id(symbol))
+        """The symbol's (name or id) book and analytics as one TABLE record (a copy).
+
+        The book part and the analytics part are each consistent; see
+        ``shmengine.table``.
+        """
+        sym = self._symbol_id(symbol)
+        return combine(self.segs.snap.row(sym)[None], self.segs.ana.row(sym)[None])[0]
 
     def table(self):
-        """All rows as a SNAPSHOT_ROW array; each row consistent."""
-        return self.segs.snap.table()
+        """Every symbol as a TABLE array (see ``snapshot``)."""
+        return combine(self.segs.snap.table(), self.segs.ana.table())
+
+    def analytics(self, symbol):
+        """The symbol's analytics row alone (ANALYTICS_ROW record, consistent)."""
+        return self.segs.ana.row(self._symbol_id(symbol))
+
+    @property
+    def analytics_enabled(self):
+        return self.segs.ana.enabled
 
     def subscribe(self, from_position=None):
         """Follow the broadcast stream from now (or from ``from_position``)."""

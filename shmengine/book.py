@@ -240,6 +240,7 @@ def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, 
             side, n_deltas = _replace(ev, s, venue, orders, order_info, venue_info, deltas,
                                       counters)
         elif etype == EV_TRADE:
+            side = np.int64(ev["side"]) & 1
             printed = _trade(ev, s, quotes, last_trade_ts, counters)
         elif etype == EV_CLEAR:
             _clear(s, venue, order_info, venue_info, levels, n_levels, quotes, depth)
@@ -261,7 +262,7 @@ def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, 
             continue
         j = (out_position + written) & out_mask
         out[j] = quotes[s]
-        _stamp_result(out[j], ev, kind, venue, s, levels, n_levels, proc_ts)
+        _stamp_result(out[j], ev, kind, venue, side, s, levels, n_levels, proc_ts)
         written += 1
     return written
 
@@ -784,9 +785,10 @@ def _quote_best(levels, n_levels, quotes, depth, s, side, reshaped):
 # results
 
 @njit(cache=True, _nrt=False, inline="always")
-def _stamp_result(r, ev, kind, venue, s, levels, n_levels, proc_ts):
+def _stamp_result(r, ev, kind, venue, side, s, levels, n_levels, proc_ts):
     """Stamp a copy of the symbol's quote with the event and the venue's best levels."""
     r["seq"] = ev["seq"]
+    r["side"] = side
     r["exch_ts"] = ev["exch_ts"]
     r["recv_ts"] = ev["recv_ts"]
     r["proc_ts"] = proc_ts
@@ -831,6 +833,7 @@ def _write_marker(r, ev, kind, proc_ts):
     r["ask_qty"] = 0
     r["bid_venue"] = 0
     r["ask_venue"] = 0
+    r["side"] = 0
     r["last_px"] = 0
     r["last_qty"] = 0
     r["volume"] = 0

@@ -57,6 +57,14 @@ def add_run(sub):
                    help="write the final figures and latency histogram to FILE as JSON")
     p.add_argument("--save-snapshot", dest="save_snapshot", metavar="FILE",
                    help="write the final snapshot table to FILE (.npy or .parquet)")
+    p.add_argument("--no-analytics", dest="analytics", action="store_const", const=False,
+                   help="books only: no analytics, bars or signals")
+    p.add_argument("--bars", dest="bar_intervals", metavar="LIST",
+                   help="bar intervals, at most two, e.g. 1s,1m")
+    p.add_argument("--signal-ofi", dest="signal_ofi", type=int, metavar="SHARES",
+                   help="fire an OFI signal at |ofi| >= SHARES (0: off)")
+    p.add_argument("--signal-spread-bps", dest="signal_spread_bps", type=float, metavar="BPS",
+                   help="fire a spread signal at a quoted spread >= BPS (0: off)")
     p.set_defaults(func=cmd_run)
 
 
@@ -64,7 +72,8 @@ def cmd_run(args):
     from . import config, supervisor
     keys = ("name", "symbols", "venues", "workers", "cpus", "rate", "duration", "events", "wait",
             "seed", "batch", "ring_capacity", "result_ring_capacity", "bcast_capacity", "linger",
-            "drop", "save_snapshot", "summary_json")
+            "drop", "save_snapshot", "summary_json", "analytics", "bar_intervals", "signal_ofi",
+            "signal_spread_bps")
     cfg = config.load(args.config, {k: getattr(args, k) for k in keys})
     return supervisor.run(cfg)
 
@@ -112,7 +121,8 @@ def add_snapshot(sub):
     p.set_defaults(func=cmd_snapshot)
 
 
-def format_row(row, name, n_venues):
+def format_row(row, name, n_venues, analytics=None):
+    """The snapshot row as text; with ``analytics`` (bar intervals in ns), its analytics too."""
     def side(px, qty, venue):
         return f"{fmt_price(px)} x {int(qty):,}" + (f" @v{venue}" if venue != L.NO_VENUE else "")
     flags = int(row["flags"])
@@ -134,14 +144,61 @@ def format_row(row, name, n_venues):
         lines.append(f"    v{v}: {fmt_price(row['venue_bid_px'][v])} x "
                      f"{int(row['venue_bid_qty'][v]):,} | {fmt_price(row['venue_ask_px'][v])} x "
                      f"{int(row['venue_ask_qty'][v]):,}")
+    if analytics is not None:
+        lines.extend(format_analytics(row, n_venues, analytics))
     return "\n".join(lines)
+
+
+def _share(part, whole):
+    return f"{100.0 * part / whole:5.1f}%" if whole > 0 else "    -"
+
+
+def format_analytics(row, n_venues, bar_intervals):
+    """Lines of a TABLE record's analytics fields."""
+    signals = [n for k, n in L.SIGNAL_NAMES.items() if int(row["signals"]) >> k & 1]
+    total = int(row["time_total"])
+    volume = int(row["venue_volume"].sum())
+    lines = [
+        f"  analytics (seq {int(row['an_seq'])}):",
+        f"    mid {row['mid']:.4f}  spread {row['spread']:.4f} ({row['spread_bps']:.2f} bps)  "
+        f"microprice {row['microprice']:.4f}  imbalance {row['imbalance']:+.3f}",
+        f"    depth {int(row['depth_bid']):,} | {int(row['depth_ask']):,} "
+        f"(imbalance {row['depth_imbalance']:+.3f})  ofi {int(row['ofi']):+,}  "
+        f"rv {row['rv']:.6f} ({int(row['rv_returns'])} returns)",
+        f"    rolling vwap {row['rolling_vwap']:.4f} on {int(row['rolling_volume']):,}  "
+        f"effective spread {row['eff_spread_mean']:.4f} ({row['eff_spread_bps_mean']:.2f} bps, "
+        f"{int(row['eff_trades']):,} trades)",
+        f"    realized spread {row['realized_spread_mean']:.4f}  price impact "
+        f"{row['price_impact_mean']:.4f} ({int(row['impact_trades']):,} trades)  "
+        f"locked {_share(int(row['time_locked']), total)}  crossed "
+        f"{_share(int(row['time_crossed']), total)}",
+        "    venue  at bid  at ask  volume",
+    ]
+    for v in range(n_venues):
+        lines.append(f"    v{v}    {_share(int(row['venue_time_at_bid'][v]), total)}  "
+                     f"{_share(int(row['venue_time_at_ask'][v]), total)}  "
+                     f"{_share(int(row['venue_volume'][v]), volume)}")
+    for k, interval in enumerate(bar_intervals):
+        if interval <= 0:
+            continue
+        label = f"{interval / 1e9:g}s"
+        if int(row["bar_start"][k]) < 0:
+            lines.append(f"    bar {label}: none open")
+        else:
+            lines.append(f"    bar {label} open: O {fmt_price(row['bar_open'][k])} "
+                         f"H {fmt_price(row['bar_high'][k])} L {fmt_price(row['bar_low'][k])} "
+                         f"C {fmt_price(row['bar_close'][k])} V {int(row['bar_volume'][k]):,}")
+    lines.append(f"    signals: {', '.join(signals) if signals else 'none'}")
+    return lines
 
 
 def cmd_snapshot(args):
     from .attach import attach
     with attach(args.name) as eng:
         row = eng.snapshot(args.symbol)
-        print(format_row(row, eng.symbols.name(int(row["symbol"])), eng.n_venues))
+        bars = [int(b) for b in eng.segs.ana.header["bar_interval_ns"]] \
+            if eng.analytics_enabled else None
+        print(format_row(row, eng.symbols.name(int(row["symbol"])), eng.n_venues, bars))
     return 0
 
 

@@ -12,6 +12,8 @@ Example ``engine.toml``::
     cpus = [2, 3, 4, 5]
     rate = 1000000        # events/s; 0 = as fast as possible
     wait = "adaptive"
+    bar_intervals = ["1s", "1m"]   # durations: "250ms", "1s", "5m", "1h" or seconds
+    signal_spread_bps = 25.0
 """
 import dataclasses
 import os
@@ -53,6 +55,21 @@ class Config:
     spins: int = 2000              # wait strategy: PAUSE loops before yielding (~50 us)
     yields: int = 100              # adaptive: sched_yield calls before sleeping
     sleep_us: int = 1000           # adaptive: longest single futex sleep
+    # Analytics (see shmengine/analytics.py); durations on the exchange clock.
+    analytics: bool = True         # false: books only
+    bar_intervals: list = None     # OHLCV bar lengths, at most 2; default 1s and 1m
+    vwap_window: object = "60s"    # rolling VWAP window ...
+    vwap_buckets: int = 60         # ... in this many buckets
+    ofi_window: object = "1s"      # rolling order-flow imbalance window ...
+    ofi_buckets: int = 10          # ... in this many buckets
+    rv_interval: object = "1s"     # realized volatility: mid sampled this often ...
+    rv_samples: int = 60           # ... over this many grid steps
+    depth_levels: int = 5          # levels summed into depth_bid / depth_ask
+    impact_delay: object = "1s"    # realized spread and price impact: mid this long after
+    impact_pending: int = 128      # trades followed at once per symbol
+    signal_ofi: int = 0            # fire at |ofi| >= this many shares; 0: off
+    signal_spread_bps: float = 50.0  # fire at a quoted spread >= this; 0: off
+    signal_crossed: bool = True    # fire when a symbol's consolidated quote crosses
 
     @property
     def wait_mode(self):
@@ -69,7 +86,12 @@ _INT_RANGES = {
     "bcast_capacity": (64, 1 << 26), "result_ring_capacity": (64, 1 << 26), "batch": (1, 1 << 16), "book_levels": (2, 4096),
     "book_orders": (0, 1 << 28), "spins": (0, 1 << 30),
     "yields": (0, 1 << 20), "sleep_us": (1, 1_000_000),
+    "vwap_buckets": (1, 1 << 16), "ofi_buckets": (1, 1 << 16), "rv_samples": (1, 1 << 16),
+    "depth_levels": (1, L.TOP_LEVELS), "impact_pending": (1, 1 << 16), "signal_ofi": (0, 2**62),
 }
+DURATION_KEYS = ("vwap_window", "ofi_window", "rv_interval", "impact_delay")
+_UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+             "h": 3_600_000_000_000}
 
 
 def _field_types():
@@ -97,8 +119,41 @@ def load(path=None, overrides=None):
     return cfg
 
 
+def parse_duration(key, value):
+    """'250ms', '1s', '5m', '1h', or a number of seconds -> int ns."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        ns = value * 1_000_000_000
+    elif isinstance(value, str):
+        text = value.strip()
+        for unit in sorted(_UNITS_NS, key=len, reverse=True):
+            if text.endswith(unit):
+                try:
+                    ns = float(text[:-len(unit)]) * _UNITS_NS[unit]
+                except ValueError:
+                    break
+                break
+        else:
+            ns = None
+        if ns is None or not text[:1].isdigit():
+            raise ConfigError(f"{key} must be a duration such as 250ms, 1s, 5m or 1h, "
+                              f"got {value!r}")
+    else:
+        raise ConfigError(f"{key} must be a duration such as 250ms, 1s, 5m or 1h, got {value!r}")
+    if ns != ns or ns <= 0 or ns > 2**62:
+        raise ConfigError(f"{key} must be a positive duration, got {value!r}")
+    return int(round(ns))
+
+
 def _coerce(key, value, typ):
     want = typ if typ in (int, float, str, bool) else None
+    if key in DURATION_KEYS:
+        return parse_duration(key, value)
+    if key == "bar_intervals":
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"bar_intervals must be a list of durations, got {value!r}")
+        return [parse_duration("bar_intervals", v) for v in value]
     if key == "cpus":
         if isinstance(value, str):
             value = parse_cpu_list(value)
@@ -172,9 +227,34 @@ def check(cfg):
         if bad:
             raise ConfigError(f"CPU {bad[0]} is not available here (usable: "
                               f"{','.join(map(str, sorted(allowed)))})")
+    for key in DURATION_KEYS:
+        if isinstance(getattr(cfg, key), str):
+            setattr(cfg, key, parse_duration(key, getattr(cfg, key)))
+    if cfg.bar_intervals is None:
+        cfg.bar_intervals = [1_000_000_000, 60_000_000_000]
+    if len(cfg.bar_intervals) > L.MAX_BAR_INTERVALS:
+        raise ConfigError(f"bar_intervals takes at most {L.MAX_BAR_INTERVALS} durations, "
+                          f"got {len(cfg.bar_intervals)}")
+    if cfg.signal_spread_bps < 0:
+        raise ConfigError(f"signal_spread_bps must be >= 0, got {cfg.signal_spread_bps}")
+    for key, buckets in (("vwap_window", "vwap_buckets"), ("ofi_window", "ofi_buckets")):
+        if getattr(cfg, key) % getattr(cfg, buckets):
+            raise ConfigError(f"{key} ({getattr(cfg, key)} ns) must divide into {buckets} "
+                              f"({getattr(cfg, buckets)}) whole ns")
     if cfg.save_snapshot and not cfg.save_snapshot.endswith((".npy", ".parquet")):
         raise ConfigError(f"save_snapshot must end in .npy or .parquet, got {cfg.save_snapshot!r}")
     return cfg
+
+
+def analytics_settings(cfg):
+    """Keyword arguments of ``analytics.make_params`` for this config."""
+    return dict(bar_intervals=tuple(cfg.bar_intervals), vwap_window=cfg.vwap_window,
+                vwap_buckets=cfg.vwap_buckets, ofi_window=cfg.ofi_window,
+                ofi_buckets=cfg.ofi_buckets, rv_interval=cfg.rv_interval,
+                rv_samples=cfg.rv_samples, depth_levels=cfg.depth_levels,
+                impact_delay=cfg.impact_delay, impact_pending=cfg.impact_pending,
+                signal_ofi=cfg.signal_ofi, signal_spread_bps=cfg.signal_spread_bps,
+                signal_crossed=cfg.signal_crossed)
 
 
 def cpu_plan(cfg):

@@ -1,4 +1,4 @@
-"""Snapshot tables to files: ``.npy`` (numpy's own format) or ``.parquet``.
+"""Tables (``table.TABLE`` arrays) to files: ``.npy`` (numpy's own format) or ``.parquet``.
 
 The Parquet file has one row per symbol, a ``name`` column, one column per
 scalar field and a fixed-size list column per depth or venue array.
@@ -7,14 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import layout as L
 
 
 def to_arrow(table, names):
     cols = {"name": pa.array(names, pa.string())}
-    for field in L.SNAPSHOT.names:
-        if field.startswith("_"):
-            continue
+    for field in table.dtype.names:
         col = table[field]
         if col.ndim == 2:
             cols[field] = pa.FixedSizeListArray.from_arrays(pa.array(col.reshape(-1)), col.shape[1])
@@ -24,7 +21,7 @@ def to_arrow(table, names):
 
 
 def save_table(path, table, names):
-    """Write a snapshot table (SNAPSHOT_ROW array) to ``path`` (.npy or .parquet)."""
+    """Write a table (TABLE array) to ``path`` (.npy or .parquet)."""
     if path.endswith(".parquet"):
         pq.write_table(to_arrow(table, names), path)
     else:

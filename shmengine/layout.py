@@ -11,6 +11,8 @@ Segments (POSIX shared memory, ``/dev/shm/shmengine.NAME.KIND``):
     in.W        SPSC ring of EVENT (feed -> worker W)
     out.W       SPSC ring of RESULT (worker W -> aggregator)
     snap        SEGMENT_HEADER, SNAP_HEADER, SNAPSHOT rows (one per symbol)
+    ana         SEGMENT_HEADER, ANA_HEADER, ANALYTICS rows (one per symbol; each
+                row written by the worker that owns its symbol)
     bcast       broadcast ring of RESULT (aggregator -> any reader)
 
 Every segment begins with SEGMENT_HEADER: a magic, the layout version, the
@@ -24,7 +26,7 @@ Positions are monotonic int64 counts of records; a slot is
 import numpy as np
 
 MAGIC = 0x31454E49474D4853  # b"SHMGINE1" read as little-endian uint64
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 CACHE_LINE = 64
 PAD = 128  # contended cursors sit this far apart (adjacent-line prefetch)
 
@@ -41,8 +43,9 @@ SEG_STATS = 2
 SEG_RING = 3
 SEG_SNAP = 4
 SEG_BCAST = 5
+SEG_ANALYTICS = 6
 SEGMENT_KIND_NAMES = {SEG_META: "meta", SEG_STATS: "stats", SEG_RING: "ring",
-                      SEG_SNAP: "snap", SEG_BCAST: "bcast"}
+                      SEG_SNAP: "snap", SEG_BCAST: "bcast", SEG_ANALYTICS: "ana"}
 
 # segment states
 STATE_BUILDING = 0
@@ -73,10 +76,24 @@ FLAG_NON_PRINTABLE = 1  # event flag: execution that does not print as a trade
 RES_QUOTE = 1      # top of book (venue or consolidated depth) changed
 RES_TRADE = 2      # a trade printed (last trade changed); quote fields are current too
 RES_CLEAR = 3      # a venue's book was cleared
+RES_BAR = 4        # an OHLCV bar closed (BAR_RECORD layout)
+RES_SIGNAL = 5     # a signal fired (SIGNAL_RECORD layout)
+RES_USER = 6       # a user kernel's record (USER_RECORD layout)
 RES_WATERMARK = 9  # worker has processed everything up to seq (never broadcast)
 RES_END = 10       # worker drained (never broadcast)
 RESULT_KIND_NAMES = {RES_QUOTE: "quote", RES_TRADE: "trade", RES_CLEAR: "clear",
+                     RES_BAR: "bar", RES_SIGNAL: "signal", RES_USER: "user",
                      RES_WATERMARK: "watermark", RES_END: "end"}
+
+# signals (SIGNAL_RECORD.signal; bit 1 << signal in ANALYTICS.signals while active)
+SIG_OFI = 0        # rolling order-flow imbalance beyond +/- its threshold
+SIG_SPREAD = 1     # quoted spread at or above its threshold in bps
+SIG_CROSSED = 2    # consolidated best bid above best offer
+SIGNAL_NAMES = {SIG_OFI: "ofi", SIG_SPREAD: "spread", SIG_CROSSED: "crossed"}
+
+MAX_BAR_INTERVALS = 2  # bar intervals a run may configure
+USER_FIELDS = 8        # float64 fields per symbol that user kernels publish
+USER_VALUES = 16       # float64 values a USER_RECORD carries
 
 # result / snapshot flags
 RFLAG_LOCKED = 1   # consolidated best bid == best ask (on different venues)
@@ -134,7 +151,8 @@ RESULT = np.dtype([
     ("ask_qty", "<i8"),
     ("bid_venue", "u1"),       # venue at the best bid (lowest id on ties), NO_VENUE if none
     ("ask_venue", "u1"),
-    ("_pad0", "u1", 6),
+    ("side", "u1"),            # side of the order the event touched; of the resting order on a trade
+    ("_pad0", "u1", 5),
     ("last_px", "<i8"),
     ("last_qty", "<i8"),
     ("volume", "<i8"),         # cumulative printed volume of the symbol
@@ -147,6 +165,43 @@ RESULT = np.dtype([
     ("_pad1", "u1", 8),
 ], align=True)
 assert RESULT.itemsize == 320
+
+# Records of the other stream kinds share RESULT's size and its first 40 bytes
+# (seq .. event_type: the event that caused them), so one ring carries all.
+_STREAM_HEAD = RESULT.descr[:9]
+
+
+def _stream_record(fields):
+    dt = np.dtype(_STREAM_HEAD + fields, align=True)
+    pad = RESULT.itemsize - dt.itemsize
+    assert pad >= 0
+    return np.dtype(_STREAM_HEAD + fields + [("_pad_end", "u1", (pad,))], align=True)
+
+
+BAR_RECORD = _stream_record([
+    ("interval_ns", "<i8"),    # the bar's length on the exchange clock
+    ("bar_start", "<i8"),      # exchange clock at the bar's start: a multiple of interval_ns
+    ("open", "<i8"),
+    ("high", "<i8"),
+    ("low", "<i8"),
+    ("close", "<i8"),
+    ("volume", "<i8"),
+    ("notional", "<i8"),       # sum of price * qty over the bar's trades (fixed point)
+    ("trades", "<i8"),
+])
+SIGNAL_RECORD = _stream_record([
+    ("signal", "<u4"),         # SIG_*
+    ("direction", "<i4"),      # +1 or -1 (SIG_OFI: the sign of the flow), else +1
+    ("value", "<f8"),          # the value that crossed: ofi (shares), spread (bps), bid - ask
+    ("threshold", "<f8"),
+])
+USER_RECORD = _stream_record([
+    ("kernel", "<u4"),         # index of the user kernel in the run's list
+    ("tag", "<i4"),            # the kernel's own record type
+    ("values", "<f8", (USER_VALUES,)),
+])
+for _dt in (BAR_RECORD, SIGNAL_RECORD, USER_RECORD):
+    assert _dt.itemsize == RESULT.itemsize
 
 # Ring segment: SEGMENT_HEADER, then RING_HEADER at offset 64, slots at RING_DATA_OFFSET.
 # Offsets are into the whole segment; each contended cursor owns PAD bytes.
@@ -214,6 +269,69 @@ SNAPSHOT_ROW = np.dtype({"names": SNAPSHOT.names,
                          "formats": [SNAPSHOT.fields[n][0] for n in SNAPSHOT.names],
                          "offsets": [SNAPSHOT.fields[n][1] for n in SNAPSHOT.names],
                          "itemsize": SNAPSHOT_SIZE}, align=True)
+
+ANALYTICS = np.dtype([
+    ("seqlock", "<u8"),        # odd while the owning worker writes the row
+    ("symbol", "<u4"),
+    ("signals", "<u4"),        # bit 1 << SIG_* while that signal is active
+    ("an_seq", "<u8"),         # seq of the last result applied to the row
+    ("an_exch_ts", "<i8"),
+    ("an_updates", "<i8"),     # results applied
+    ("mid", "<f8"),            # prices in currency units; NaN without a two-sided quote
+    ("spread", "<f8"),
+    ("spread_bps", "<f8"),
+    ("microprice", "<f8"),
+    ("imbalance", "<f8"),      # (Qb - Qa) / (Qb + Qa) at the consolidated best
+    ("depth_bid", "<i8"),      # quantity over the best depth_levels consolidated levels
+    ("depth_ask", "<i8"),
+    ("depth_imbalance", "<f8"),
+    ("ofi", "<i8"),            # order-flow imbalance over the rolling window, shares
+    ("rolling_vwap", "<f8"),
+    ("rolling_volume", "<i8"),
+    ("rv", "<f8"),             # realized volatility: sqrt of summed squared mid log-returns
+    ("rv_returns", "<i8"),     # returns in that sum
+    ("eff_spread", "<f8"),     # last trade's effective spread 2 D (P - M)
+    ("eff_spread_mean", "<f8"),
+    ("eff_spread_bps_mean", "<f8"),
+    ("eff_trades", "<i8"),     # trades with an effective spread
+    ("realized_spread_mean", "<f8"),
+    ("price_impact_mean", "<f8"),
+    ("impact_trades", "<i8"),  # trades whose delay has passed
+    ("impact_dropped", "<i8"),  # trades not followed: the pending queue was full
+    ("time_total", "<i8"),     # exchange-clock ns since the symbol's first result
+    ("time_locked", "<i8"),
+    ("time_crossed", "<i8"),
+    ("venue_time_at_bid", "<i8", (MAX_VENUES,)),  # venue's bid at the consolidated best
+    ("venue_time_at_ask", "<i8", (MAX_VENUES,)),
+    ("venue_volume", "<i8", (MAX_VENUES,)),      # printed volume per venue
+    ("venue_trades", "<i8", (MAX_VENUES,)),
+    ("bar_start", "<i8", (MAX_BAR_INTERVALS,)),  # the open bar per interval; -1 if none
+    ("bar_open", "<i8", (MAX_BAR_INTERVALS,)),
+    ("bar_high", "<i8", (MAX_BAR_INTERVALS,)),
+    ("bar_low", "<i8", (MAX_BAR_INTERVALS,)),
+    ("bar_close", "<i8", (MAX_BAR_INTERVALS,)),
+    ("bar_volume", "<i8", (MAX_BAR_INTERVALS,)),
+    ("bar_notional", "<i8", (MAX_BAR_INTERVALS,)),
+    ("bar_trades", "<i8", (MAX_BAR_INTERVALS,)),
+    ("user", "<f8", (USER_FIELDS,)),
+], align=True)
+ANALYTICS_SIZE = (ANALYTICS.itemsize + CACHE_LINE - 1) // CACHE_LINE * CACHE_LINE
+ANALYTICS_ROW = np.dtype({"names": ANALYTICS.names,
+                          "formats": [ANALYTICS.fields[n][0] for n in ANALYTICS.names],
+                          "offsets": [ANALYTICS.fields[n][1] for n in ANALYTICS.names],
+                          "itemsize": ANALYTICS_SIZE}, align=True)
+
+ANA_HEADER = np.dtype([
+    ("n_symbols", "<u4"),
+    ("row_size", "<u4"),
+    ("enabled", "<u4"),        # 0: the run computes no analytics; rows stay empty
+    ("_pad0", "<u4"),
+    ("bar_interval_ns", "<i8", (MAX_BAR_INTERVALS,)),  # 0: not configured
+    ("depth_levels", "<i8"),
+    ("_pad1", "u1", 24),
+], align=True)
+ANA_HEADER_OFFSET = 64
+ANA_ROWS_OFFSET = 256
 
 SNAP_HEADER = np.dtype([
     ("n_symbols", "<u4"),
@@ -323,6 +441,10 @@ def ring_size(capacity, slot_size):
 
 def snap_size(n_symbols):
     return SNAP_ROWS_OFFSET + n_symbols * SNAPSHOT_SIZE
+
+
+def analytics_size(n_symbols):
+    return ANA_ROWS_OFFSET + n_symbols * ANALYTICS_SIZE
 
 
 def stats_hist_offset(n_procs):

@@ -79,7 +79,15 @@ def feed_args(segs, cfg):
     return run, args
 
 
+def analytics_params(cfg):
+    """The run's analytics settings, or None when analytics are off."""
+    from .analytics import make_params
+    from .config import analytics_settings
+    return make_params(**analytics_settings(cfg)) if cfg.analytics else None
+
+
 def worker_args(segs, cfg, w):
+    from .analytics import make_params, new_analytics
     from .book import new_book
     from .worker import run
     proc = worker_proc(w)
@@ -87,11 +95,20 @@ def worker_args(segs, cfg, w):
     max_orders = cfg.book_orders or max(64 * len(owned) * cfg.venues, 1024)
     book = new_book(owned, cfg.venues, cfg.symbols, max_levels=cfg.book_levels,
                     max_orders=max_orders)
+    params = analytics_params(cfg)
+    if params is None:  # same kernel types, nothing owned
+        ana = new_analytics(owned[:0], cfg.venues, cfg.symbols, make_params(),
+                            rows=segs.ana.rows)
+    else:
+        ana = new_analytics(owned, cfg.venues, cfg.symbols, params, rows=segs.ana.rows)
+    staging = np.zeros(1 << max(cfg.batch - 1, 1).bit_length(), L.RESULT)
     src, dst = segs.inputs[w], segs.outputs[w]
     bell = segs.stats.bell_word(aggregator_proc(cfg.workers))
-    args = (book, src.hdr64, src.hdr32, src.slots, src.mask, dst.hdr64, dst.hdr32, dst.slots,
-            dst.mask, np.zeros(2, np.int64), np.zeros(3, np.int64), segs.stats.procs, proc,
-            segs.stats.bells, bell, cfg.batch, *_wait_args(cfg))
+    args = (book, ana, params is not None, staging, src.hdr64, src.hdr32, src.slots, src.mask,
+            dst.hdr64, dst.hdr32, dst.slots, dst.slots.view(L.BAR_RECORD),
+            dst.slots.view(L.SIGNAL_RECORD), dst.mask, np.zeros(2, np.int64),
+            np.zeros(3, np.int64), segs.stats.procs, proc, segs.stats.bells, bell, cfg.batch,
+            *_wait_args(cfg))
     return run, args
 
 

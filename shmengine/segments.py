@@ -5,6 +5,7 @@
     in.W   feed -> worker W ring (EVENT)
     out.W  worker W -> aggregator ring (RESULT)
     snap   snapshot table
+    ana    analytics table (rows stay empty in a run without analytics)
     bcast  broadcast ring of RESULT
 
 The meta segment is created first and marked READY last, so an engine whose
@@ -14,6 +15,7 @@ import numpy as np
 
 from . import layout as L
 from . import shm
+from .analytics_table import AnalyticsTable
 from .broadcast import BroadcastRing
 from .ring import Ring
 from .snapshot import SnapshotTable
@@ -44,9 +46,9 @@ def encode_names(names):
 
 class EngineSegments:
     """Mapped segments of engine ``name``: ``info``, ``names``, ``partition``,
-    ``stats``, ``snap``, ``bcast``, ``inputs[w]``, ``outputs[w]``."""
+    ``stats``, ``snap``, ``ana``, ``bcast``, ``inputs[w]``, ``outputs[w]``."""
 
-    def __init__(self, name, meta, stats, snap, bcast, inputs, outputs):
+    def __init__(self, name, meta, stats, snap, ana, bcast, inputs, outputs):
         self.name = name
         self.meta = meta
         self.info = meta.record(L.ENGINE_INFO, L.META_INFO_OFFSET)
@@ -55,6 +57,7 @@ class EngineSegments:
         self.partition = meta.view(np.uint16, L.partition_offset(n), n)
         self.stats = stats
         self.snap = snap
+        self.ana = ana
         self.bcast = bcast
         self.inputs = inputs
         self.outputs = outputs
@@ -67,7 +70,7 @@ class EngineSegments:
         return [b.decode() for b in self.names]
 
     @classmethod
-    def create(cls, cfg, names, supervisor_pid, supervisor_start):
+    def create(cls, cfg, names, supervisor_pid, supervisor_start, analytics_params=None):
         name = cfg.name
         parts = []
         try:
@@ -94,6 +97,9 @@ class EngineSegments:
             parts.append(stats)
             snap = SnapshotTable.create(shm.segment_name(name, "snap"), len(names), cfg.venues)
             parts.append(snap)
+            ana = AnalyticsTable.create(shm.segment_name(name, "ana"), len(names),
+                                        analytics_params)
+            parts.append(ana)
             bcast = BroadcastRing.create(shm.segment_name(name, "bcast"), cfg.bcast_capacity)
             parts.append(bcast)
             inputs, outputs = [], []
@@ -112,7 +118,7 @@ class EngineSegments:
                 p.close()
                 shm.unlink(p.name)
             raise
-        return cls(name, meta, stats, snap, bcast, inputs, outputs)
+        return cls(name, meta, stats, snap, ana, bcast, inputs, outputs)
 
     @classmethod
     def attach(cls, name, writable=False):
@@ -133,16 +139,18 @@ class EngineSegments:
         seg = lambda part: shm.segment_name(name, part)  # noqa: E731
         stats = StatsBlock.attach(seg("stats"), writable)
         snap = SnapshotTable.attach(seg("snap"), writable)
+        ana = AnalyticsTable.attach(seg("ana"), writable)
         bcast = BroadcastRing.attach(seg("bcast"), writable=writable)
         inputs = [Ring.attach(seg(f"in.{w}"), L.EVENT, writable) for w in range(n_workers)]
         outputs = [Ring.attach(seg(f"out.{w}"), L.RESULT, writable) for w in range(n_workers)]
-        return cls(name, meta, stats, snap, bcast, inputs, outputs)
+        return cls(name, meta, stats, snap, ana, bcast, inputs, outputs)
 
     def close(self):
         for r in self.inputs + self.outputs:
             r.close()
         self.bcast.close()
         self.snap.close()
+        self.ana.close()
         self.stats.close()
         self.info = self.names = self.partition = None
         self.meta.close()

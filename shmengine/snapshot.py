@@ -62,15 +62,16 @@ def write_row(rows, words, r, publish_ts):
 
 
 @njit(cache=True)
-def read_row(words, row, out, out_row):
-    """Copy row ``row`` of ``words`` into row ``out_row`` of ``out``; returns retries."""
-    base = row * ROW_WORDS
-    obase = out_row * ROW_WORDS
+def read_seqlocked(words, row, row_words, out, out_row):
+    """Copy row ``row`` (``row_words`` words, seqlock first) of ``words`` into row
+    ``out_row`` of ``out``; returns how many times it retried."""
+    base = row * row_words
+    obase = out_row * row_words
     retries = 0
     while True:
         s1 = load_acquire(words, base)
         if s1 & 1 == 0:
-            for k in range(1, ROW_WORDS):
+            for k in range(1, row_words):
                 out[obase + k] = load_relaxed(words, base + k)
             fence_acquire()  # the copy is complete before the seqlock is read again
             if load_relaxed(words, base) == s1:
@@ -81,11 +82,22 @@ def read_row(words, row, out, out_row):
 
 
 @njit(cache=True)
-def read_rows(words, first, count, out):
+def read_seqlocked_rows(words, first, count, row_words, out):
     retries = 0
     for i in range(count):
-        retries += read_row(words, first + i, out, i)
+        retries += read_seqlocked(words, first + i, row_words, out, i)
     return retries
+
+
+@njit(cache=True)
+def read_row(words, row, out, out_row):
+    """Copy snapshot row ``row`` into row ``out_row`` of ``out``; returns retries."""
+    return read_seqlocked(words, row, ROW_WORDS, out, out_row)
+
+
+@njit(cache=True)
+def read_rows(words, first, count, out):
+    return read_seqlocked_rows(words, first, count, ROW_WORDS, out)
 
 
 class SnapshotTable:

@@ -20,6 +20,7 @@ from . import process as P
 from ._core import lib
 from .config import cpu_plan
 from .export import save_table
+from .table import combine
 from .hist import to_hdr
 from .market import symbol_names
 from .segments import EngineSegments
@@ -74,7 +75,8 @@ class Supervisor:
         cfg = self.cfg
         me = psutil.Process()
         self.segs = EngineSegments.create(cfg, symbol_names(cfg.symbols), os.getpid(),
-                                          int(me.create_time() * 1000))
+                                          int(me.create_time() * 1000),
+                                          P.analytics_params(cfg))
         P.preload(self.segs, cfg)
         cpus = cpu_plan(cfg)
         ctx = multiprocessing.get_context("fork")
@@ -220,7 +222,8 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
                   f"`shmengine stop {cfg.name}`", file=out, flush=True)
             sup.linger()
         if cfg.save_snapshot:
-            save_table(cfg.save_snapshot, sup.segs.snap.table(), sup.segs.symbol_names())
+            save_table(cfg.save_snapshot, combine(sup.segs.snap.table(), sup.segs.ana.table()),
+                       sup.segs.symbol_names())
         figures = sup.summary(elapsed)
         print(format_summary(figures), file=out, flush=True)
         if cfg.summary_json:

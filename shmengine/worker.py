@@ -1,13 +1,16 @@
 """Worker: owns a partition of symbols and all their book state.
 
-The loop takes a batch from its input ring, runs the book kernel over it
-(writing results straight into its output ring), releases the input and
-publishes the output. It stops after forwarding END.
+The loop takes a batch from its input ring, runs the book kernel over it,
+releases the input and publishes the output. Without analytics the book
+writes its results straight into the output ring; with them it writes into a
+private staging array, and the analytics kernel copies them on with the bar
+closes and signals they cause. It stops after forwarding END.
 """
 from numba import njit
 
 from . import layout as L
 from .atomics import load_acquire, monotonic_ns
+from . import analytics
 from .book import process
 from .ring import CONSUMER, PRODUCER, await_readable, await_room, publish, release
 
@@ -20,11 +23,17 @@ C_OUT_TAIL = 1
 
 
 @njit(cache=True)
-def run(book, in_hdr, in_hdr32, in_slots, in_mask, out_hdr, out_hdr32, out_slots, out_mask,
-        ctl, counters, procs, me, bell32, bell_word, batch, mode, spins, yields, sleep_ns,
-        budget_ns):
-    """Process batches for ``budget_ns``; returns DONE once END went through."""
+def run(book, ana, ana_on, staging, in_hdr, in_hdr32, in_slots, in_mask, out_hdr, out_hdr32,
+        out_slots, out_bars, out_signals, out_mask, ctl, counters, procs, me, bell32, bell_word,
+        batch, mode, spins, yields, sleep_ns, budget_ns):
+    """Process batches for ``budget_ns``; returns DONE once END went through.
+
+    ``out_bars`` and ``out_signals`` view ``out_slots`` as BAR_RECORD and
+    SIGNAL_RECORD; ``staging`` holds at least ``batch`` RESULTs.
+    """
     out_capacity = out_mask + 1
+    per_event = 1 + analytics.MAX_EXTRA if ana_on else 1  # most records an event may cause
+    staging_mask = staging.shape[0] - 1
     now = monotonic_ns()
     deadline = now + budget_ns
     while now < deadline:
@@ -40,15 +49,21 @@ def run(book, in_hdr, in_hdr32, in_slots, in_mask, out_hdr, out_hdr32, out_slots
             continue
         out_tail = ctl[C_OUT_TAIL]
         room = out_capacity - (out_tail - load_acquire(out_hdr, CONSUMER))
-        if room <= 0:
+        if room < per_event:
             p.waits += 1
-            await_room(out_hdr, out_hdr32, out_tail, 1, out_capacity, mode, spins, yields,
-                       sleep_ns)
+            await_room(out_hdr, out_hdr32, out_tail, per_event, out_capacity, mode, spins,
+                       yields, sleep_ns)
             now = monotonic_ns()
             continue
-        n = min(tail - head, batch, room)
-        produced = process(in_slots, head, n, in_mask, book, out_slots, out_tail, out_mask,
-                           now, counters)
+        n = min(tail - head, batch, room // per_event)
+        if ana_on:
+            k = process(in_slots, head, n, in_mask, book, staging, 0, staging_mask, now,
+                        counters)
+            produced = analytics.process(staging, 0, k, staging_mask, ana, out_slots, out_bars,
+                                         out_signals, out_tail, out_mask)
+        else:
+            produced = process(in_slots, head, n, in_mask, book, out_slots, out_tail, out_mask,
+                               now, counters)
         last_type = in_slots[(head + n - 1) & in_mask].type
         ctl[C_HEAD] = head + n
         release(in_hdr, in_hdr32, head + n)

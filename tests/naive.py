@@ -128,6 +128,8 @@ class NaiveBook:
         order = self.orders.get(key)
         if order is not None and order.symbol != symbol:
             order = None  # lives under another symbol: not in this book
+        # the side a result reports: of the order touched, of the resting order on a trade
+        self._side = order.side if order is not None else 0
 
         if etype == EV_ADD:
             side = int(ev["side"])
@@ -138,6 +140,7 @@ class NaiveBook:
             if len(self.orders) >= self.max_orders:
                 self.book_overflows += 1
                 return None
+            self._side = side
             self.orders[key] = Order(symbol, side, price, qty)
             return False
 
@@ -188,10 +191,12 @@ class NaiveBook:
         if etype == EV_TRADE:
             if price <= 0 or qty == 0:
                 return self._bad()
+            self._side = int(ev["side"]) & 1
             self._print(symbol, price, qty, int(ev["exch_ts"]))
             return True
 
         assert etype == EV_CLEAR
+        self._side = 0
         for k in [k for k, o in self.orders.items() if k[0] == venue and o.symbol == symbol]:
             del self.orders[k]
         return False
@@ -237,7 +242,7 @@ class NaiveBook:
         """Every non-pad RESULT field; fields not named are zero."""
         result = self._marker(ev, kind, proc_ts)
         bid_px, bid_qty, ask_px, ask_qty = self.venue_bbo(symbol, venue)
-        result.update(symbol=symbol, venue=venue, venue_bid_px=bid_px, venue_bid_qty=bid_qty,
+        result.update(symbol=symbol, venue=venue, side=self._side, venue_bid_px=bid_px, venue_bid_qty=bid_qty,
                       venue_ask_px=ask_px, venue_ask_qty=ask_qty)
         result.update(self.consolidated(symbol))
         tape = self.tape[symbol]

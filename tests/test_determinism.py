@@ -1,8 +1,9 @@
-"""Same seed and config, 1, 2 or 3 workers: identical table and stream."""
+"""Same seed and config, 1, 2 or 3 workers: identical table and stream, analytics included."""
 import numpy as np
 import pytest
 
 import shmengine
+from shmengine.layout import RES_BAR, RES_CLEAR, RES_SIGNAL
 
 from conftest import cli, engine, wait_for
 
@@ -14,7 +15,8 @@ EVENTS = 300_000
 def _final_state(workers):
     with engine("--symbols", 300, "--venues", 4, "--workers", workers, "--seed", 11,
                 "--events", EVENTS, "--linger", "--bcast-capacity", 1 << 20,
-                "--ring-capacity", 4096, "--batch", 512) as proc:
+                "--ring-capacity", 4096, "--batch", 512, "--bars", "10ms,100ms",
+                "--signal-spread-bps", 20, "--signal-ofi", 20000) as proc:
         with shmengine.attach(proc.name) as eng:
             wait_for(lambda: eng.state() == "stopped", 120, "the engine to drain")
             table = eng.table()
@@ -33,34 +35,52 @@ def runs():
     return {w: _final_state(w) for w in (1, 2, 3)}
 
 
-def _strip(arr, wall):
-    keep = [n for n in arr.dtype.names if n not in wall]
-    return arr[keep]
+def _assert_same(a, b, wall, what):
+    """Every field but the wall-clock ones equal (NaN equal to NaN)."""
+    assert len(a) == len(b), what
+    for name in a.dtype.names:
+        if name not in wall:
+            assert np.array_equal(a[name], b[name], equal_nan=a[name].dtype.kind == "f"), \
+                f"{what}: field {name} differs"
+
+
+def _book_results(stream):
+    return stream[stream["kind"] <= RES_CLEAR]
 
 
 def test_stream_is_identical_for_1_2_3_workers(runs):
-    base = _strip(runs[1][1], WALL_CLOCK_RESULT)
-    assert len(base) > EVENTS // 2
-    assert np.all(np.diff(base["seq"].astype(np.int64)) > 0)
+    base = runs[1][1]
+    results = _book_results(base)
+    assert len(results) > EVENTS // 2
+    assert np.all(np.diff(results["seq"].astype(np.int64)) > 0)
+    assert np.all(np.diff(base["seq"].astype(np.int64)) >= 0)
+    assert (base["kind"] == RES_BAR).sum() > 100
+    assert (base["kind"] == RES_SIGNAL).sum() > 10
     for w in (2, 3):
-        other = _strip(runs[w][1], WALL_CLOCK_RESULT)
-        assert len(other) == len(base)
-        assert (other == base).all(), f"stream differs with {w} workers"
+        _assert_same(runs[w][1], base, WALL_CLOCK_RESULT, f"stream with {w} workers")
 
 
 def test_table_is_identical_for_1_2_3_workers(runs):
-    base = _strip(runs[1][0], WALL_CLOCK_SNAPSHOT)
-    assert base["updates"].sum() == len(runs[1][1])
+    base = runs[1][0]
+    assert base["updates"].sum() == len(_book_results(runs[1][1]))
+    assert base["an_updates"].sum() == len(_book_results(runs[1][1]))
     assert (base["volume"] > 0).sum() > 100
+    assert np.isfinite(base["microprice"]).sum() > 100
     for w in (2, 3):
-        assert (_strip(runs[w][0], WALL_CLOCK_SNAPSHOT) == base).all(), \
-            f"table differs with {w} workers"
+        _assert_same(runs[w][0], base, WALL_CLOCK_SNAPSHOT, f"table with {w} workers")
+
+
+def test_analytics_rows_are_as_of_the_last_event(runs):
+    """After the drain, each symbol's analytics row has seen its last result."""
+    table = runs[3][0]
+    np.testing.assert_array_equal(table["an_seq"], table["last_seq"])
 
 
 def test_table_is_the_last_result_of_each_symbol(runs):
     table, stream = runs[2]
     for sym in np.unique(stream["symbol"])[:50]:
-        last = stream[stream["symbol"] == sym][-1]
+        results = _book_results(stream)
+        last = results[results["symbol"] == sym][-1]
         row = table[sym]
         assert row["last_seq"] == last["seq"]
         for f in ("bid_px", "bid_qty", "ask_px", "ask_qty", "volume", "notional", "trades"):

@@ -22,15 +22,28 @@ STRUCTS = {
     "SEGMENT_HEADER": "shme_segment_header",
     "EVENT": "shme_event",
     "RESULT": "shme_result",
+    "BAR_RECORD": "shme_bar_record",
+    "SIGNAL_RECORD": "shme_signal_record",
+    "USER_RECORD": "shme_user_record",
     "SNAPSHOT_ROW": "struct shme_snapshot",
     "SNAP_HEADER": "shme_snap_header",
+    "ANALYTICS_ROW": "struct shme_analytics",
+    "ANA_HEADER": "shme_ana_header",
     "ENGINE_INFO": "shme_engine_info",
     "PROC_STATS": "shme_proc_stats",
     "STATS_HEADER": "shme_stats_header",
 }
-# The snapshot row's trailing padding exists only as SNAPSHOT_ROW's itemsize in
-# Python; the C struct names it.
-SNAPSHOT_TAIL_PAD = "_pad1"
+# A row's trailing padding exists only as the row dtype's itemsize in Python;
+# the C struct names it. Row dtype -> (C name of the padding, unpadded dtype).
+TAIL_PADS = {
+    "SNAPSHOT_ROW": ("_pad1", L.SNAPSHOT),
+    "ANALYTICS_ROW": ("_pad_end", L.ANALYTICS),
+}
+# Stream records that share RESULT's size and its first fields (the event
+# that caused them), so a reader tells them apart by `kind` alone.
+STREAM_RECORDS = ("BAR_RECORD", "SIGNAL_RECORD", "USER_RECORD")
+STREAM_HEAD = ("seq", "exch_ts", "recv_ts", "proc_ts", "symbol", "venue", "kind", "flags",
+               "event_type")
 
 SIZE_ARGS = (1, 3, 7, 50, 1000, L.MAX_SYMBOLS)
 RING_ARGS = ((64, 64), (1 << 18, 320), (1 << 26, 320))
@@ -60,7 +73,7 @@ def layout_constants():
             and not k.endswith(("_WORD", "_WORD32"))}
 
 
-def field_lines(dtype, ctype):
+def field_lines(dname, dtype, ctype):
     lines = []
     for name in dtype.names:
         ft = dtype.fields[name][0]
@@ -69,8 +82,8 @@ def field_lines(dtype, ctype):
             f'    printf("field {ctype}|{name} %zu %zu %zu %s\\n", offsetof({ctype}, {name}), '
             f'sizeof((({ctype} *)0)->{name}), sizeof((({ctype} *)0)->{name}) / sizeof({elem}), '
             f"TYPECODE({elem}));")
-    if ctype == STRUCTS["SNAPSHOT_ROW"]:
-        n = SNAPSHOT_TAIL_PAD
+    if dname in TAIL_PADS:
+        n = TAIL_PADS[dname][0]
         lines.append(f'    printf("field {ctype}|{n} %zu %zu %zu %s\\n", offsetof({ctype}, {n}), '
                      f"sizeof((({ctype} *)0)->{n}), sizeof((({ctype} *)0)->{n}), "
                      f"TYPECODE(((({ctype} *)0)->{n}[0])));")
@@ -90,7 +103,7 @@ def probe_source():
         "{",
     ]
     for dname, ctype in STRUCTS.items():
-        lines += field_lines(getattr(L, dname), ctype)
+        lines += field_lines(dname, getattr(L, dname), ctype)
     for name in layout_constants():
         lines += [f"#ifdef SHME_{name}",
                   f'    printf("const {name} %llu\\n", (unsigned long long)(SHME_{name}));',
@@ -98,7 +111,8 @@ def probe_source():
                   f'    printf("missing {name}\\n");',
                   "#endif"]
     for n in SIZE_ARGS:
-        for fn in ("meta_size", "snap_size", "partition_offset", "names_nbytes"):
+        for fn in ("meta_size", "snap_size", "analytics_size", "partition_offset",
+                   "names_nbytes"):
             lines.append(f'    printf("func {fn}({n}) %zu\\n", shme_{fn}({n}));')
     for cap, slot in RING_ARGS:
         lines.append(f'    printf("func ring_size({cap},{slot}) %zu\\n", '
@@ -159,11 +173,12 @@ def test_header_matches_layout(tmp_path):
             assert got == want, (f"{ctype}.{name}: C (offset, size, count, type) {got}, "
                                  f"layout.{dname} {want}")
             named += want[1]
-        if dname == "SNAPSHOT_ROW":
-            pad = fields[(ctype, SNAPSHOT_TAIL_PAD)]
-            assert pad[0] == L.SNAPSHOT.itemsize and pad[0] + pad[1] == L.SNAPSHOT_SIZE, \
-                f"{ctype}.{SNAPSHOT_TAIL_PAD} must pad the row from {L.SNAPSHOT.itemsize} " \
-                f"to {L.SNAPSHOT_SIZE} bytes, is (offset {pad[0]}, size {pad[1]})"
+        if dname in TAIL_PADS:
+            pad_name, unpadded = TAIL_PADS[dname]
+            pad = fields[(ctype, pad_name)]
+            assert pad[0] == unpadded.itemsize and pad[0] + pad[1] == dtype.itemsize, \
+                f"{ctype}.{pad_name} must pad the row from {unpadded.itemsize} " \
+                f"to {dtype.itemsize} bytes, is (offset {pad[0]}, size {pad[1]})"
             named += pad[1]
         # Every byte is a named field, so the C struct has nothing extra hiding in a gap.
         assert named == dtype.itemsize, f"layout.{dname} has unnamed padding: name it"
@@ -175,10 +190,22 @@ def test_header_matches_layout(tmp_path):
     for n in SIZE_ARGS:
         assert funcs[f"meta_size({n})"] == L.meta_size(n)
         assert funcs[f"snap_size({n})"] == L.snap_size(n)
+        assert funcs[f"analytics_size({n})"] == L.analytics_size(n)
         assert funcs[f"partition_offset({n})"] == L.partition_offset(n)
         assert funcs[f"names_nbytes({n})"] == L.names_nbytes(n)
     for cap, slot in RING_ARGS:
         assert funcs[f"ring_size({cap},{slot})"] == L.ring_size(cap, slot)
+
+
+def test_stream_records_share_the_result_head():
+    """What lets one ring carry every record kind, and a C reader pick the
+    struct by `kind`: the same size and the same leading fields as RESULT."""
+    for dname in STREAM_RECORDS:
+        dtype = getattr(L, dname)
+        assert dtype.itemsize == L.RESULT.itemsize, dname
+        assert dtype.names[:len(STREAM_HEAD)] == STREAM_HEAD, dname
+        for name in STREAM_HEAD:
+            assert dtype.fields[name][:2] == L.RESULT.fields[name][:2], f"{dname}.{name}"
 
 
 def test_header_compiles_as_cpp(tmp_path):
@@ -190,12 +217,19 @@ def test_header_compiles_as_cpp(tmp_path):
                    "int main() {\n"
                    "    shme_engine e;\n"
                    "    struct shme_snapshot row;\n"
+                   "    struct shme_analytics an;\n"
                    "    shme_reader r;\n"
                    "    shme_result out[4];\n"
                    "    if (shme_attach(&e, \"no-such-engine\") != SHME_OK) return 0;\n"
                    "    shme_snapshot(&e, 0, &row);\n"
+                   "    shme_analytics(&e, 0, &an);\n"
                    "    shme_subscribe(&e, &r);\n"
-                   "    shme_poll(&r, out, 4);\n"
+                   "    if (shme_poll(&r, out, 4) > 0 && out[0].kind == SHME_RES_BAR)\n"
+                   "        return (int)shme_as_bar(&out[0]).trades;\n"
+                   "    if (out[0].kind == SHME_RES_SIGNAL)\n"
+                   "        return (int)shme_as_signal(&out[0]).signal;\n"
+                   "    if (out[0].kind == SHME_RES_USER)\n"
+                   "        return shme_as_user(&out[0]).tag;\n"
                    "    shme_detach(&e);\n"
                    "    return 0;\n"
                    "}\n")

@@ -1,14 +1,20 @@
 /* strategy ENGINE SYMBOL N: a minimal C strategy on a running shmengine.
  *
  * Attaches read-only, subscribes to the broadcast stream, prints SYMBOL's
- * snapshot, follows the stream until it has seen N records (of any symbol)
- * or the engine stops, then prints the snapshot again and one summary line:
+ * snapshot and analytics rows, follows the stream until it has seen N
+ * records (of any symbol) or the engine stops, then prints both rows again
+ * and one summary line:
  *
- *     records=2000 quotes=1890 trades=110 clears=0 symbol_records=41 lapped=0 missed=0 last_seq=123456
+ *     records=2000 quotes=1850 trades=110 clears=0 bars=30 signals=10 symbol_records=41 lapped=0 missed=0 last_seq=123456
+ *
+ * The analytics line reads "  analytics  mid 100.1250  spread_bps 9.99
+ * microprice 100.1260  ofi -300  updates 41" ("-" for a value that needs a
+ * two-sided quote), or "  analytics off" when the run computes none.
  *
  * Build: make (in csrc/examples). Exit status 0; 1 with one line on stderr
  * when the engine is not running or the symbol is unknown; 2 on bad usage. */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -43,11 +49,41 @@ static void print_snapshot(const char *name, const struct shme_snapshot *row)
     fflush(stdout);
 }
 
+/* label and value, "-" for NaN (no two-sided quote) */
+static void print_value(const char *label, double v, int decimals)
+{
+    if (isnan(v))
+        printf("%s -", label);
+    else
+        printf("%s %.*f", label, decimals, v);
+}
+
+static void print_analytics(const shme_engine *eng, const struct shme_analytics *an)
+{
+    if (!eng->ana_header->enabled) {
+        printf("  analytics off\n");
+    } else {
+        print_value("  analytics  mid", an->mid, 4);
+        print_value("  spread_bps", an->spread_bps, 2);
+        print_value("  microprice", an->microprice, 4);
+        printf("  ofi %" PRId64 "  updates %" PRId64 "\n", an->ofi, an->an_updates);
+    }
+    fflush(stdout);
+}
+
 static int read_snapshot(const shme_engine *eng, uint32_t sym, struct shme_snapshot *row)
 {
     int rc = shme_snapshot(eng, sym, row);
     if (rc != SHME_OK)
         fprintf(stderr, "strategy: cannot read the snapshot: %s\n", shme_strerror(rc));
+    return rc;
+}
+
+static int read_analytics(const shme_engine *eng, uint32_t sym, struct shme_analytics *an)
+{
+    int rc = shme_analytics(eng, sym, an);
+    if (rc != SHME_OK)
+        fprintf(stderr, "strategy: cannot read the analytics: %s\n", shme_strerror(rc));
     return rc;
 }
 
@@ -86,14 +122,17 @@ int main(int argc, char **argv)
     shme_reader rd;
     shme_subscribe(&eng, &rd);
     struct shme_snapshot row;
-    if (read_snapshot(&eng, sym, &row) != SHME_OK) {
+    struct shme_analytics an;
+    if (read_snapshot(&eng, sym, &row) != SHME_OK || read_analytics(&eng, sym, &an) != SHME_OK) {
         shme_detach(&eng);
         return 1;
     }
     print_snapshot(symbol, &row);
+    print_analytics(&eng, &an);
 
     static shme_result buf[BATCH];
-    int64_t records = 0, quotes = 0, trades = 0, clears = 0, mine = 0, lapped = 0;
+    int64_t records = 0, quotes = 0, trades = 0, clears = 0, bars = 0, signals = 0;
+    int64_t mine = 0, lapped = 0;
     uint64_t last_seq = 0;
     const struct timespec idle = {0, 100000};
     int stopping = 0;
@@ -105,7 +144,8 @@ int main(int argc, char **argv)
             lapped++;
             fprintf(stderr, "strategy: lapped, %" PRId64 " records missed so far; "
                             "resynchronising from the snapshot\n", rd.missed);
-            if (read_snapshot(&eng, sym, &row) != SHME_OK)
+            if (read_snapshot(&eng, sym, &row) != SHME_OK ||
+                read_analytics(&eng, sym, &an) != SHME_OK)
                 break;
             continue;
         }
@@ -114,6 +154,8 @@ int main(int argc, char **argv)
             quotes += r->kind == SHME_RES_QUOTE;
             trades += r->kind == SHME_RES_TRADE;
             clears += r->kind == SHME_RES_CLEAR;
+            bars += r->kind == SHME_RES_BAR;       /* read as shme_as_bar(r) */
+            signals += r->kind == SHME_RES_SIGNAL; /* read as shme_as_signal(r) */
             mine += r->symbol == sym;
             last_seq = r->seq;
         }
@@ -131,12 +173,16 @@ int main(int argc, char **argv)
     }
 
     rc = read_snapshot(&eng, sym, &row);
+    if (rc == SHME_OK)
+        rc = read_analytics(&eng, sym, &an);
     if (rc == SHME_OK) {
         print_snapshot(symbol, &row);
+        print_analytics(&eng, &an);
         printf("records=%" PRId64 " quotes=%" PRId64 " trades=%" PRId64 " clears=%" PRId64
-               " symbol_records=%" PRId64 " lapped=%" PRId64 " missed=%" PRId64
-               " last_seq=%" PRIu64 "\n",
-               records, quotes, trades, clears, mine, lapped, rd.missed, last_seq);
+               " bars=%" PRId64 " signals=%" PRId64 " symbol_records=%" PRId64
+               " lapped=%" PRId64 " missed=%" PRId64 " last_seq=%" PRIu64 "\n",
+               records, quotes, trades, clears, bars, signals, mine, lapped, rd.missed,
+               last_seq);
     }
     shme_detach(&eng);
     return rc == SHME_OK ? 0 : 1;
