@@ -459,7 +459,9 @@ typedef struct shme_proc_stats {
     int64_t book_overflows;
     int64_t bad_events;
     uint32_t bell;
-    uint8_t _pad1[28];
+    uint32_t _pad1;
+    int64_t user_dropped;
+    uint8_t _pad2[16];
 } shme_proc_stats;
 
 typedef struct shme_stats_header {

@@ -65,6 +65,8 @@ def add_run(sub):
                    help="fire an OFI signal at |ofi| >= SHARES (0: off)")
     p.add_argument("--signal-spread-bps", dest="signal_spread_bps", type=float, metavar="BPS",
                    help="fire a spread signal at a quoted spread >= BPS (0: off)")
+    p.add_argument("--kernel", dest="kernels", action="append", metavar="MODULE:FUNCTION",
+                   help="run a user kernel in the workers (repeatable)")
     p.set_defaults(func=cmd_run)
 
 
@@ -73,7 +75,7 @@ def cmd_run(args):
     keys = ("name", "symbols", "venues", "workers", "cpus", "rate", "duration", "events", "wait",
             "seed", "batch", "ring_capacity", "result_ring_capacity", "bcast_capacity", "linger",
             "drop", "save_snapshot", "summary_json", "analytics", "bar_intervals", "signal_ofi",
-            "signal_spread_bps")
+            "signal_spread_bps", "kernels")
     cfg = config.load(args.config, {k: getattr(args, k) for k in keys})
     return supervisor.run(cfg)
 

@@ -70,6 +70,8 @@ class Config:
     signal_ofi: int = 0            # fire at |ofi| >= this many shares; 0: off
     signal_spread_bps: float = 50.0  # fire at a quoted spread >= this; 0: off
     signal_crossed: bool = True    # fire when a symbol's consolidated quote crosses
+    kernels: list = None           # user kernels, "module:function" or "file.py:function"
+    kernel_state: int = 16         # float64 state per symbol for each user kernel
 
     @property
     def wait_mode(self):
@@ -88,6 +90,7 @@ _INT_RANGES = {
     "yields": (0, 1 << 20), "sleep_us": (1, 1_000_000),
     "vwap_buckets": (1, 1 << 16), "ofi_buckets": (1, 1 << 16), "rv_samples": (1, 1 << 16),
     "depth_levels": (1, L.TOP_LEVELS), "impact_pending": (1, 1 << 16), "signal_ofi": (0, 2**62),
+    "kernel_state": (1, 1 << 16),
 }
 DURATION_KEYS = ("vwap_window", "ofi_window", "rv_interval", "impact_delay")
 _UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
@@ -148,6 +151,12 @@ def _coerce(key, value, typ):
     want = typ if typ in (int, float, str, bool) else None
     if key in DURATION_KEYS:
         return parse_duration(key, value)
+    if key == "kernels":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"kernels must be a list of \"module:function\" names, got {value!r}")
+        return value
     if key == "bar_intervals":
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
@@ -241,6 +250,12 @@ def check(cfg):
         if getattr(cfg, key) % getattr(cfg, buckets):
             raise ConfigError(f"{key} ({getattr(cfg, key)} ns) must divide into {buckets} "
                               f"({getattr(cfg, buckets)}) whole ns")
+    cfg.kernels = cfg.kernels or []
+    if cfg.kernels and not cfg.analytics:
+        raise ConfigError("kernels need analytics = true (they read the analytics table)")
+    if cfg.kernels and cfg.result_ring_capacity < 2 * (len(cfg.kernels) + 1) * cfg.batch:
+        raise ConfigError(f"with {len(cfg.kernels)} kernel(s), result_ring_capacity must be at "
+                          f"least {2 * (len(cfg.kernels) + 1) * cfg.batch} for batch {cfg.batch}")
     if cfg.save_snapshot and not cfg.save_snapshot.endswith((".npy", ".parquet")):
         raise ConfigError(f"save_snapshot must end in .npy or .parquet, got {cfg.save_snapshot!r}")
     return cfg

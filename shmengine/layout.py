@@ -404,7 +404,9 @@ PROC_STATS = np.dtype([
     ("book_overflows", "<i8"),  # levels or orders beyond the book's capacity
     ("bad_events", "<i8"),      # malformed events, counted and skipped
     ("bell", "<u4"),            # futex word this process sleeps on when it reads several rings
-    ("_pad1", "u1", 28),
+    ("_pad1", "<u4"),
+    ("user_dropped", "<i8"),    # user-kernel records dropped: out of order or out of the batch
+    ("_pad2", "u1", 16),
 ], align=True)
 assert PROC_STATS.itemsize == 128
 

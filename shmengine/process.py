@@ -86,10 +86,33 @@ def analytics_params(cfg):
     return make_params(**analytics_settings(cfg)) if cfg.analytics else None
 
 
+def user_kernels(cfg):
+    """The jitted pass over the run's user kernels (None without any); loaded, compiled
+    and tried on a sample batch once per process, so the supervisor does it before forking."""
+    if not cfg.kernels:
+        return None
+    from .kernels import prepare
+    return prepare(cfg.kernels, lambda: trial_batch(cfg), cfg.symbols, cfg.kernel_state,
+                   cfg.batch)
+
+
+def trial_batch(cfg, n_events=4096):
+    """(stream records, analytics rows) of the run's first events through a scratch book."""
+    from .analytics import apply, make_params, new_analytics
+    from .book import apply as book_apply, new_book
+    from .market import new_market
+    owned = np.arange(cfg.symbols)
+    events = new_market(cfg.symbols, cfg.venues, cfg.seed).generate(n_events)
+    book = new_book(owned, cfg.venues, cfg.symbols, max_levels=cfg.book_levels)
+    ana = new_analytics(owned, cfg.venues, cfg.symbols, analytics_params(cfg) or make_params())
+    return apply(ana, book_apply(book, events)), ana.rows
+
+
 def worker_args(segs, cfg, w):
     from .analytics import make_params, new_analytics
     from .book import new_book
-    from .worker import run
+    from .kernels import new_user_kernels
+    from .worker import C_LEN, new_stage, run
     proc = worker_proc(w)
     owned = np.flatnonzero(segs.partition == w)
     max_orders = cfg.book_orders or max(64 * len(owned) * cfg.venues, 1024)
@@ -101,12 +124,14 @@ def worker_args(segs, cfg, w):
                             rows=segs.ana.rows)
     else:
         ana = new_analytics(owned, cfg.venues, cfg.symbols, params, rows=segs.ana.rows)
-    staging = np.zeros(1 << max(cfg.batch - 1, 1).bit_length(), L.RESULT)
+    user = user_kernels(cfg)
+    uk = new_user_kernels(len(cfg.kernels), cfg.symbols, cfg.kernel_state, cfg.batch)
     src, dst = segs.inputs[w], segs.outputs[w]
     bell = segs.stats.bell_word(aggregator_proc(cfg.workers))
-    args = (book, ana, params is not None, staging, src.hdr64, src.hdr32, src.slots, src.mask,
-            dst.hdr64, dst.hdr32, dst.slots, dst.slots.view(L.BAR_RECORD),
-            dst.slots.view(L.SIGNAL_RECORD), dst.mask, np.zeros(2, np.int64),
+    args = (book, ana, params is not None, user, uk, new_stage(cfg.batch, user is not None),
+            src.hdr64, src.hdr32, src.slots, src.mask, dst.hdr64, dst.hdr32, dst.slots,
+            dst.slots.view(L.BAR_RECORD), dst.slots.view(L.SIGNAL_RECORD),
+            dst.slots.view(L.USER_RECORD), dst.mask, np.zeros(C_LEN, np.int64),
             np.zeros(3, np.int64), segs.stats.procs, proc, segs.stats.bells, bell, cfg.batch,
             *_wait_args(cfg))
     return run, args

@@ -73,6 +73,7 @@ class Supervisor:
 
     def start(self):
         cfg = self.cfg
+        P.user_kernels(cfg)  # a broken kernel stops the start before anything is created
         me = psutil.Process()
         self.segs = EngineSegments.create(cfg, symbol_names(cfg.symbols), os.getpid(),
                                           int(me.create_time() * 1000),

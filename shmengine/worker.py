@@ -4,36 +4,66 @@ The loop takes a batch from its input ring, runs the book kernel over it,
 releases the input and publishes the output. Without analytics the book
 writes its results straight into the output ring; with them it writes into a
 private staging array, and the analytics kernel copies them on with the bar
-closes and signals they cause. It stops after forwarding END.
+closes and signals they cause; with user kernels too, the analytics kernel
+writes into a second staging array, the user kernels read it, and ``merge``
+copies it and their records on. It stops after forwarding END.
 """
+import collections
+
+import numpy as np
 from numba import njit
 
+from . import analytics, kernels
 from . import layout as L
 from .atomics import load_acquire, monotonic_ns
-from . import analytics
 from .book import process
 from .ring import CONSUMER, PRODUCER, await_readable, await_room, publish, release
 
 DONE = 1
 MORE = 0
 
+# private arrays a batch passes through on its way to the output ring
+Stage = collections.namedtuple("Stage", [
+    "results",   # RESULT[>= batch]: the book's results
+    "records",   # RESULT[>= batch * (1 + MAX_EXTRA)]: with bars and signals (user kernels)
+    "bars",      # records viewed as BAR_RECORD
+    "signals",   # records viewed as SIGNAL_RECORD
+])
+
+
+def new_stage(batch, user_kernels):
+    """Staging for batches of up to ``batch`` events; the second array only with user kernels."""
+    size = 1 << max(batch - 1, 1).bit_length()
+    n_records = 1 << (size * (1 + analytics.MAX_EXTRA) - 1).bit_length() if user_kernels else 1
+    records = np.zeros(n_records, L.RESULT)
+    return Stage(np.zeros(size, L.RESULT), records, records.view(L.BAR_RECORD),
+                 records.view(L.SIGNAL_RECORD))
+
 # worker control words (private int64 array)
 C_HEAD = 0
 C_OUT_TAIL = 1
+C_USER_DROPPED = 2
+C_LEN = 3
 
 
 @njit(cache=True)
-def run(book, ana, ana_on, staging, in_hdr, in_hdr32, in_slots, in_mask, out_hdr, out_hdr32,
-        out_slots, out_bars, out_signals, out_mask, ctl, counters, procs, me, bell32, bell_word,
-        batch, mode, spins, yields, sleep_ns, budget_ns):
+def run(book, ana, ana_on, user, uk, stage, in_hdr, in_hdr32, in_slots, in_mask,
+        out_hdr, out_hdr32, out_slots, out_bars, out_signals, out_user, out_mask, ctl, counters,
+        procs, me, bell32, bell_word, batch, mode, spins, yields, sleep_ns, budget_ns):
     """Process batches for ``budget_ns``; returns DONE once END went through.
 
-    ``out_bars`` and ``out_signals`` view ``out_slots`` as BAR_RECORD and
-    SIGNAL_RECORD; ``staging`` holds at least ``batch`` RESULTs.
+    ``user`` is None or the jitted pass over the user kernels (``uk`` their
+    state). ``out_bars``, ``out_signals`` and ``out_user`` view ``out_slots``
+    as BAR_RECORD, SIGNAL_RECORD and USER_RECORD; ``stage`` is ``new_stage(batch)``.
     """
     out_capacity = out_mask + 1
     per_event = 1 + analytics.MAX_EXTRA if ana_on else 1  # most records an event may cause
+    reserve = uk.outs.shape[0] * uk.outs.shape[1] if user is not None else 0
+    staging = stage.results
     staging_mask = staging.shape[0] - 1
+    staging2 = stage.records
+    staging2_mask = staging2.shape[0] - 1
+    dropped = ctl[C_USER_DROPPED:C_USER_DROPPED + 1]
     now = monotonic_ns()
     deadline = now + budget_ns
     while now < deadline:
@@ -49,14 +79,23 @@ def run(book, ana, ana_on, staging, in_hdr, in_hdr32, in_slots, in_mask, out_hdr
             continue
         out_tail = ctl[C_OUT_TAIL]
         room = out_capacity - (out_tail - load_acquire(out_hdr, CONSUMER))
-        if room < per_event:
+        if room < per_event + reserve:
             p.waits += 1
-            await_room(out_hdr, out_hdr32, out_tail, per_event, out_capacity, mode, spins,
-                       yields, sleep_ns)
+            await_room(out_hdr, out_hdr32, out_tail, per_event + reserve, out_capacity, mode,
+                       spins, yields, sleep_ns)
             now = monotonic_ns()
             continue
-        n = min(tail - head, batch, room // per_event)
-        if ana_on:
+        n = min(tail - head, batch, (room - reserve) // per_event)
+        if ana_on and user is not None:
+            k = process(in_slots, head, n, in_mask, book, staging, 0, staging_mask, now,
+                        counters)
+            m = analytics.process(staging, 0, k, staging_mask, ana, staging2, stage.bars,
+                                  stage.signals, 0, staging2_mask)
+            user(staging2, m, ana.rows, uk.states, uk.fields, uk.outs, uk.counts)
+            produced = kernels.merge(staging2, m, uk, ana.local_index, ana.rows, ana.words,
+                                     out_slots, out_user, out_tail, out_mask, dropped)
+            p.user_dropped = dropped[0]
+        elif ana_on:
             k = process(in_slots, head, n, in_mask, book, staging, 0, staging_mask, now,
                         counters)
             produced = analytics.process(staging, 0, k, staging_mask, ana, out_slots, out_bars,
