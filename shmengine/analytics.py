@@ -178,7 +178,7 @@ def make_params(bar_intervals=(1_000_000_000, 60_000_000_000), vwap_window=60_00
 
     >>> params = make_params(bar_intervals=(1_000_000_000,), signal_ofi=5000)
     """
-    bars = [_duration("bar interval", b, 1) for b in bar_intervals]
+    bars = [_duration("bar interval", b, 0) for b in bar_intervals]  # 0: not configured
     if len(bars) > L.MAX_BAR_INTERVALS:
         raise ValueError(f"at most {L.MAX_BAR_INTERVALS} bar intervals, got {len(bars)}")
     p = np.zeros(1, PARAMS)
@@ -268,7 +268,7 @@ def new_analytics(symbols, n_venues, n_symbols_total, params, rows=None):
 # ---------------------------------------------------------------------------
 # kernel
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def process(results, position, n, mask, ana, out, bars, signals, out_position, out_mask):
     """Apply n results from a ring of RESULT slots; write the stream to ``out``.
 
@@ -295,19 +295,19 @@ def process(results, position, n, mask, ana, out, bars, signals, out_position, o
     return written
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _two_sided(bid_qty, ask_qty):
     return bid_qty > 0 and ask_qty > 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _mid(bid_px, bid_qty, ask_px, ask_qty):
     if bid_qty > 0 and ask_qty > 0:
         return (bid_px + ask_px) / (2.0 * L.PRICE_SCALE)
     return np.nan
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def _apply_one(r, s, sym, ana, out, bars, signals, out_position, out_mask):
     p = ana.params[0]
     st = ana.state[s]
@@ -409,7 +409,7 @@ def _apply_one(r, s, sym, ana, out, bars, signals, out_position, out_mask):
     return written
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _accumulate_time(bbo, row, dt, pb, pbq, pa, paq):
     """dt ns spent in the previous state."""
     row.time_total += dt
@@ -425,7 +425,7 @@ def _accumulate_time(bbo, row, dt, pb, pbq, pa, paq):
             row.venue_time_at_ask[v] += dt
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _advance(ids, values, sums, st, word, bucket, seen):
     """Move a bucketed window's newest bucket to ``bucket``, expiring what falls out."""
     nb = ids.shape[0]
@@ -442,13 +442,13 @@ def _advance(ids, values, sums, st, word, bucket, seen):
     st[word] = bucket
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _add(values, sums, bucket, column, amount):
     values[bucket % values.shape[0], column] += amount
     sums[column] += amount
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _sample_rv(steps, sq, st, sums, row, interval, t_prev, t, mid):
     """Take the grid samples in [t_prev, t), all of them ``mid``; refresh rv."""
     n = steps.shape[0]
@@ -479,7 +479,7 @@ def _sample_rv(steps, sq, st, sums, row, interval, t_prev, t, mid):
     row.rv_returns = count
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _follow(pend_i, pend_mid, st, row, t, px, d, mid):
     cap = pend_i.shape[0]
     count = st[S_PEND_COUNT]
@@ -494,7 +494,7 @@ def _follow(pend_i, pend_mid, st, row, t, px, d, mid):
     st[S_PEND_COUNT] = count + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _resolve_impacts(pend_i, pend_mid, st, sums, row, delay, t, mid_then):
     cap = pend_i.shape[0]
     while st[S_PEND_COUNT] > 0:
@@ -514,7 +514,7 @@ def _resolve_impacts(pend_i, pend_mid, st, sums, row, delay, t, mid_then):
         row.price_impact_mean = sums[F_IMPACT] / row.impact_trades
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _update_bars(row, p, t, px, qty):
     for k in range(L.MAX_BAR_INTERVALS):
         interval = p.bar_interval[k]
@@ -533,7 +533,7 @@ def _update_bars(row, p, t, px, qty):
         row.bar_trades[k] += 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _clear_bar(row, k):
     row.bar_start[k] = -1
     row.bar_open[k] = 0
@@ -545,7 +545,7 @@ def _clear_bar(row, k):
     row.bar_trades[k] = 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _quote_metrics(r, row, depth_levels):
     depth_bid = 0
     depth_ask = 0
@@ -571,7 +571,7 @@ def _quote_metrics(r, row, depth_levels):
         row.imbalance = np.nan
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _signals(r, row, p, state, signals, out_position, out_mask):
     """Update the signal states; write a record for each that entered a nonzero state."""
     two_sided = _two_sided(r.bid_qty, r.ask_qty)
@@ -605,7 +605,7 @@ def _signals(r, row, p, state, signals, out_position, out_mask):
     return written
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _stamp(rec, r, kind):
     rec.seq = r.seq
     rec.exch_ts = r.exch_ts
@@ -618,7 +618,7 @@ def _stamp(rec, r, kind):
     rec.event_type = r.event_type
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _write_bar(rec, r, row, k, interval):
     _stamp(rec, r, L.RES_BAR)
     rec.interval_ns = interval
@@ -635,7 +635,7 @@ def _write_bar(rec, r, row, k, interval):
         pad[j] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _write_signal(rec, r, signal, direction, value, threshold):
     _stamp(rec, r, L.RES_SIGNAL)
     rec.signal = signal

@@ -33,8 +33,9 @@ the start with a message naming it.
 """
 import collections
 import importlib
-import importlib.util
+import multiprocessing
 import os
+import signal
 import re
 import sys
 
@@ -47,6 +48,7 @@ from .analytics import ROW_WORDS
 from .atomics import fence_release, store_relaxed, store_release
 
 UserKernels = collections.namedtuple("UserKernels", [
+    "rows",     # the analytics rows, read-only to the kernels
     "states",   # float64[n_kernels, n_symbols, kernel_state]
     "fields",   # float64[n_symbols, USER_FIELDS]
     "outs",     # USER_RECORD[n_kernels, records per batch]
@@ -73,6 +75,8 @@ def stamp(rec, source, tag):
     rec.event_type = source.event_type
     rec.kernel = 0
     rec.tag = tag
+    for j in range(L.USER_VALUES):
+        rec.values[j] = 0.0
 
 
 def load(spec):
@@ -82,14 +86,7 @@ def load(spec):
         raise KernelError(f"kernel {spec!r}: name it as module:function or file.py:function")
     try:
         if module_name.endswith(".py"):
-            path = os.path.abspath(module_name)
-            if not os.path.isfile(path):
-                raise KernelError(f"kernel {spec!r}: no file {module_name}")
-            name = "shmengine_user_" + os.path.splitext(os.path.basename(path))[0]
-            mod_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[name] = module
-            mod_spec.loader.exec_module(module)
+            module = _import_file(spec, module_name)
         else:
             if os.getcwd() not in sys.path:
                 sys.path.append(os.getcwd())
@@ -107,6 +104,25 @@ def load(spec):
     return func
 
 
+def _import_file(spec, path):
+    """Import file.py as the module ``file``, as a plain import from its folder would,
+    so that numba's cache of its kernels serves both ways of loading it."""
+    if not os.path.isfile(path):
+        raise KernelError(f"kernel {spec!r}: no file {path}")
+    path = os.path.abspath(path)
+    folder, name = os.path.split(path)
+    name = name[:-3]
+    module = sys.modules.get(name)
+    if module is not None:
+        if os.path.abspath(getattr(module, "__file__", "") or "") != path:
+            raise KernelError(f"kernel {spec!r}: a different module named {name} is already "
+                              f"imported ({getattr(module, '__file__', '?')})")
+        return module
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
 def make_pass(kernels):
     """One jitted function that runs every kernel on a batch, in order."""
     names = [f"k{i}" for i in range(len(kernels))]
@@ -118,8 +134,11 @@ def make_pass(kernels):
     return njit(scope["user_pass"])
 
 
-def new_user_kernels(n_kernels, n_symbols, kernel_state, records_per_batch):
+def new_user_kernels(n_kernels, n_symbols, kernel_state, records_per_batch, rows):
+    rows = rows.view()
+    rows.flags.writeable = False  # numba then refuses to compile a kernel that writes them
     return UserKernels(
+        rows=rows,
         states=np.zeros((n_kernels, n_symbols, kernel_state), np.float64),
         fields=np.zeros((n_symbols, L.USER_FIELDS), np.float64),
         outs=np.zeros((n_kernels, records_per_batch), L.USER_RECORD),
@@ -197,27 +216,78 @@ def _reason(exc):
 def prepare(specs, trial_batch, n_symbols, kernel_state, batch):
     """Load, compile and try each kernel; return the jitted pass over all of them.
 
-    ``trial_batch()`` gives (records, rows) to try them on. Raises KernelError
-    naming the first kernel that cannot be imported, compiled or run.
+    ``trial_batch()`` gives (records, rows) to try them on. The trial runs in
+    a child process first, so a kernel that crashes (e.g. writes out of
+    bounds) is reported, not fatal. Raises KernelError naming the first
+    kernel that cannot be imported, compiled or run.
     """
     key = (tuple(specs), n_symbols, kernel_state, batch)
     if key in _PREPARED:
         return _PREPARED[key]
-    from numba.core.errors import NumbaError
     funcs = [load(spec) for spec in specs]
+    _trial_in_child(specs, trial_batch, n_symbols, kernel_state, batch)
     records, rows = trial_batch()
-    records = records[:batch]  # a worker's batch is never longer
+    user_pass = _try(specs, funcs, records[:batch], rows, n_symbols, kernel_state, batch)
+    _PREPARED[key] = user_pass
+    return user_pass
+
+
+def _try(specs, funcs, records, rows, n_symbols, kernel_state, batch):
+    """Run each kernel on the trial records, then all through one pass; returns the pass."""
+    from numba.core.types import Integer
     for spec, func in zip(specs, funcs):
-        uk = new_user_kernels(1, n_symbols, kernel_state, batch)
+        uk = new_user_kernels(1, n_symbols, kernel_state, batch, rows)
         try:
-            func(records, len(records), rows, uk.states[0], uk.fields, uk.outs[0])
+            func(records, len(records), uk.rows, uk.states[0], uk.fields, uk.outs[0])
         except Exception as exc:
-            if isinstance(exc, NumbaError) or not func.signatures:
+            if _is_compile_error(exc) or not func.signatures:
                 raise KernelError(f"kernel {spec!r} does not compile: {_reason(exc)}") from None
             raise KernelError(f"kernel {spec!r} raised {type(exc).__name__} on a trial batch: "
                               f"{exc}") from None
+        returns = func.nopython_signatures[-1].return_type
+        if not isinstance(returns, Integer):
+            raise KernelError(f"kernel {spec!r} must return how many records it wrote (an "
+                              f"integer); it returns {returns}")
     user_pass = make_pass(funcs)
-    uk = new_user_kernels(len(funcs), n_symbols, kernel_state, batch)
-    user_pass(records, len(records), rows, uk.states, uk.fields, uk.outs, uk.counts)
-    _PREPARED[key] = user_pass
+    uk = new_user_kernels(len(funcs), n_symbols, kernel_state, batch, rows)
+    user_pass(records, len(records), uk.rows, uk.states, uk.fields, uk.outs, uk.counts)
     return user_pass
+
+
+def _is_compile_error(exc):
+    from numba.core.errors import NumbaError
+    return isinstance(exc, NumbaError)
+
+
+def _trial_in_child(specs, trial_batch, n_symbols, kernel_state, batch):
+    """Load and try the kernels in a forked child; raise its KernelError or its crash."""
+    ctx = multiprocessing.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+
+    def child():
+        try:
+            funcs = [load(spec) for spec in specs]
+            records, rows = trial_batch()
+            _try(specs, funcs, records[:batch], rows, n_symbols, kernel_state, batch)
+            writer.send(None)
+        except KernelError as exc:
+            writer.send(str(exc))
+        except BaseException as exc:  # anything else must still reach the parent as one line
+            writer.send(f"kernels {', '.join(map(repr, specs))}: {type(exc).__name__}: {exc}")
+
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    writer.close()
+    try:
+        message = reader.recv()
+    except EOFError:  # it died without a word
+        message = None
+    proc.join()
+    reader.close()
+    if message:
+        raise KernelError(message)
+    if proc.exitcode != 0:
+        how = (f"was killed by {signal.Signals(-proc.exitcode).name}" if proc.exitcode < 0
+               else f"exited with status {proc.exitcode}")
+        raise KernelError(f"kernels {', '.join(map(repr, specs))}: the trial batch {how} "
+                          f"(a kernel crashed: e.g. an index out of bounds)")

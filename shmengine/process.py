@@ -7,6 +7,7 @@ numba loop in slices of BUDGET_NS until the loop says it is done.
 """
 import os
 import signal
+import sys
 
 import numpy as np
 
@@ -112,7 +113,7 @@ def worker_args(segs, cfg, w):
     from .analytics import make_params, new_analytics
     from .book import new_book
     from .kernels import new_user_kernels
-    from .worker import C_LEN, new_stage, run
+    from .worker import C_LEN, new_stage, run, run_with_kernels
     proc = worker_proc(w)
     owned = np.flatnonzero(segs.partition == w)
     max_orders = cfg.book_orders or max(64 * len(owned) * cfg.venues, 1024)
@@ -125,7 +126,8 @@ def worker_args(segs, cfg, w):
     else:
         ana = new_analytics(owned, cfg.venues, cfg.symbols, params, rows=segs.ana.rows)
     user = user_kernels(cfg)
-    uk = new_user_kernels(len(cfg.kernels), cfg.symbols, cfg.kernel_state, cfg.batch)
+    uk = new_user_kernels(len(cfg.kernels), cfg.symbols, cfg.kernel_state, cfg.batch,
+                          segs.ana.rows)
     src, dst = segs.inputs[w], segs.outputs[w]
     bell = segs.stats.bell_word(aggregator_proc(cfg.workers))
     args = (book, ana, params is not None, user, uk, new_stage(cfg.batch, user is not None),
@@ -134,7 +136,7 @@ def worker_args(segs, cfg, w):
             dst.slots.view(L.USER_RECORD), dst.mask, np.zeros(C_LEN, np.int64),
             np.zeros(3, np.int64), segs.stats.procs, proc, segs.stats.bells, bell, cfg.batch,
             *_wait_args(cfg))
-    return run, args
+    return (run if user is None else run_with_kernels), args
 
 
 def aggregator_args(segs, cfg):
@@ -187,7 +189,14 @@ def run_worker(engine, cfg, w, cpu):
     proc = worker_proc(w)
     segs = _enter(engine, proc, L.ROLE_WORKER, w, cpu)
     run, args = worker_args(segs, cfg, w)
-    _loop(segs, proc, lambda: run(*args, BUDGET_NS))
+    try:
+        _loop(segs, proc, lambda: run(*args, BUDGET_NS))
+    except Exception as exc:
+        # Only user code raises inside the loop: name it, and let the supervisor stop the engine.
+        where = f" in a user kernel ({', '.join(cfg.kernels)})" if cfg.kernels else ""
+        print(f"shmengine: worker {w}: {type(exc).__name__}{where}: {exc}", file=sys.stderr,
+              flush=True)
+        os._exit(3)
     segs.close()
 
 

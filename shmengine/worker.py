@@ -91,7 +91,7 @@ def run(book, ana, ana_on, user, uk, stage, in_hdr, in_hdr32, in_slots, in_mask,
                         counters)
             m = analytics.process(staging, 0, k, staging_mask, ana, staging2, stage.bars,
                                   stage.signals, 0, staging2_mask)
-            user(staging2, m, ana.rows, uk.states, uk.fields, uk.outs, uk.counts)
+            user(staging2, m, uk.rows, uk.states, uk.fields, uk.outs, uk.counts)
             produced = kernels.merge(staging2, m, uk, ana.local_index, ana.rows, ana.words,
                                      out_slots, out_user, out_tail, out_mask, dropped)
             p.user_dropped = dropped[0]
@@ -118,3 +118,8 @@ def run(book, ana, ana_on, user, uk, stage, in_hdr, in_hdr32, in_slots, in_mask,
             return DONE
         now = monotonic_ns()
     return MORE
+
+
+# With user kernels the loop is compiled for their pass at each start: a jitted
+# function's type is new in every process, so a cached copy could never be reused.
+run_with_kernels = njit(run.py_func)

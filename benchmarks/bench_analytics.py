@@ -1,0 +1,110 @@
+"""Worker cost per event with every built-in analytic on, beside the books alone.
+
+    python benchmarks/bench_analytics.py [--events N] [--symbols S] [--venues V] [--runs R]
+
+The synthetic market's events (the engine's default source) are laid in an
+event ring. "books" runs the book kernel over them in batches of 1024,
+writing results into a result ring, as a worker without analytics does.
+"analytics" runs the book kernel into a private staging array and the
+analytics kernel from there into the ring, as a worker with analytics does
+(bars 1s and 1m, VWAP, OFI, realized volatility, market quality, signals:
+the engine's defaults). Runs alternate between the two in one process, each
+from a fresh state; figures are CPU time per event, medians over the runs.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+from numba import njit
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from shmengine import analytics  # noqa: E402
+from shmengine.book import N_COUNTERS, new_book, process  # noqa: E402
+from shmengine.layout import BAR_RECORD, EVENT, RESULT, SIGNAL_RECORD  # noqa: E402
+from shmengine.market import new_market  # noqa: E402
+
+BATCH = 1024
+RING = 1 << 13  # result ring slots, as the engine's default
+
+
+@njit(cache=True)
+def _books(ring, n_events, book, out, counters):
+    mask = ring.shape[0] - 1
+    out_mask = out.shape[0] - 1
+    written = 0
+    for start in range(0, n_events, BATCH):
+        written += process(ring, start, min(BATCH, n_events - start), mask, book, out,
+                           written, out_mask, 0, counters)
+    return written
+
+
+@njit(cache=True)
+def _with_analytics(ring, n_events, book, staging, ana, out, bars, signals, counters):
+    mask = ring.shape[0] - 1
+    out_mask = out.shape[0] - 1
+    staging_mask = staging.shape[0] - 1
+    written = 0
+    for start in range(0, n_events, BATCH):
+        k = process(ring, start, min(BATCH, n_events - start), mask, book, staging, 0,
+                    staging_mask, 0, counters)
+        written += analytics.process(staging, 0, k, staging_mask, ana, out, bars, signals,
+                                     written, out_mask)
+    return written
+
+
+def _fresh(n_symbols, n_venues):
+    owned = np.arange(n_symbols)
+    book = new_book(owned, n_venues, n_symbols, max_orders=64 * n_symbols * n_venues)
+    ana = analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
+    return book, ana
+
+
+def run_once(kind, ring, n_events, n_symbols, n_venues):
+    book, ana = _fresh(n_symbols, n_venues)
+    out = np.zeros(RING, RESULT)
+    counters = np.zeros(N_COUNTERS, np.int64)
+    staging = np.zeros(BATCH, RESULT)
+    t = time.thread_time()
+    if kind == "books":
+        written = _books(ring, n_events, book, out, counters)
+    else:
+        written = _with_analytics(ring, n_events, book, staging, ana, out,
+                                  out.view(BAR_RECORD), out.view(SIGNAL_RECORD), counters)
+    return time.thread_time() - t, written
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1 << 21)
+    parser.add_argument("--symbols", type=int, default=1000)
+    parser.add_argument("--venues", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    size = 1 << (args.events - 1).bit_length()
+    ring = np.zeros(size, EVENT)
+    ring[:args.events] = new_market(args.symbols, args.venues, seed=1).generate(args.events)
+    for kind in ("books", "analytics"):  # compile or load, warm up
+        run_once(kind, ring, min(args.events, 1 << 16), args.symbols, args.venues)
+    times = {"books": [], "analytics": []}
+    records = {}
+    for _ in range(args.runs):
+        for kind in times:
+            cpu, records[kind] = run_once(kind, ring, args.events, args.symbols, args.venues)
+            times[kind].append(cpu)
+    print(f"{args.events:,} synthetic events, {args.symbols} symbols x {args.venues} venues, "
+          f"median of {args.runs} interleaved runs (CPU time)")
+    print(f"{'':>10} {'ns/event':>9} {'M events/s':>11} {'records':>11}")
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    for kind in times:
+        ns = med[kind] / args.events * 1e9
+        print(f"{kind:>10} {ns:9.1f} {args.events / med[kind] / 1e6:11.2f} {records[kind]:11,}")
+    ratios = np.array(times["analytics"]) / np.array(times["books"])
+    print(f"analytics / books: {med['analytics'] / med['books']:.3f} "
+          f"(per-pair ratios {ratios.min():.3f}..{ratios.max():.3f})")
+
+
+if __name__ == "__main__":
+    main()
