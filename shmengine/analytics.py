@@ -94,10 +94,11 @@ from numba import njit
 
 from . import layout as L
 from .atomics import fence_release, store_relaxed, store_release
+from .book import _prefetch
 
 ROW_WORDS = L.ANALYTICS_SIZE // 8
 MAX_EXTRA = L.MAX_BAR_INTERVALS + len(L.SIGNAL_NAMES)  # records one result may add
-N_SIGNALS = len(L.SIGNAL_NAMES)
+RV_NONE = -(1 << 62)  # grid step of a symbol that has no sample yet
 
 PARAMS = np.dtype([
     ("bar_interval", "<i8", (L.MAX_BAR_INTERVALS,)),  # ns; 0: not configured
@@ -113,30 +114,48 @@ PARAMS = np.dtype([
     ("signal_ofi", "<i8"),          # shares; 0: off
     ("signal_spread_bps", "<f8"),   # 0: off
     ("signal_crossed", "<i8"),      # 0: off
-])
+    ("n_venues", "<i8"),            # set by new_analytics
+], align=True)
 
-# words of a symbol's private state (int64)
-S_SEEN = 0       # 1 once the symbol had a result
-S_TS = 1         # exchange clock of its last result
-S_BID_PX = 2     # quote after its last result
-S_BID_QTY = 3
-S_ASK_PX = 4
-S_ASK_QTY = 5
-S_VWAP_BUCKET = 6   # newest bucket the VWAP window has advanced to
-S_OFI_BUCKET = 7
-S_RV_STEP = 8    # grid step of the last mid sample; S_RV_NONE before any
-S_PEND_HEAD = 9  # pending-trade FIFO: index of the oldest, and how many
-S_PEND_COUNT = 10
-N_S = 11
-S_RV_NONE = -(1 << 62)
-
-# float64 per-symbol sums
-F_EFF = 0
-F_EFF_BPS = 1
-F_REALIZED = 2
-F_IMPACT = 3
-F_RV_MID = 4     # mid of the last grid sample, NaN if it had none
-N_F = 5
+# Everything a result needs of its symbol's private state sits in one record,
+# the fields a result always touches in its first lines: scattered over a dozen
+# arrays, the state of a random symbol cost a cache miss per array.
+SYMBOL_STATE = np.dtype([
+    ("seen", "<i8"),           # 1 once the symbol had a result
+    ("ts", "<i8"),             # its clock: the latest exch_ts of its results
+    ("bid_px", "<i8"),         # quote after its last result
+    ("bid_qty", "<i8"),
+    ("ask_px", "<i8"),
+    ("ask_qty", "<i8"),
+    ("at_bid", "<i8"),         # bit v: venue v's bid is at that quote's best bid
+    ("at_ask", "<i8"),
+    ("vwap_end", "<i8"),       # end of the VWAP window's newest bucket
+    ("vwap_bucket", "<i8"),    # that bucket
+    ("vwap_notional", "<i8"),  # sums over the window
+    ("vwap_volume", "<i8"),
+    ("ofi_end", "<i8"),
+    ("ofi_bucket", "<i8"),
+    ("ofi", "<i8"),
+    ("rv_next", "<i8"),        # first grid time not sampled yet
+    ("rv_step", "<i8"),        # grid step of the last sample
+    ("rv_mid", "<f8"),         # the mid of that sample, NaN if it had none
+    ("pend_head", "<i8"),      # followed trades: the oldest, how many, when it is due
+    ("pend_count", "<i8"),
+    ("pend_due", "<i8"),
+    ("sig_ofi", "<i8"),        # signal states
+    ("sig_spread", "<i8"),
+    ("sig_crossed", "<i8"),
+    ("eff_sum", "<f8"),
+    ("eff_bps_sum", "<f8"),
+    ("realized_sum", "<f8"),
+    ("impact_sum", "<f8"),
+    ("bar_end", "<i8", (L.MAX_BAR_INTERVALS,)),  # end of the open bar, 0 if none
+    ("bid_live", "<i8"),       # bit v: venue v has a bid
+    ("ask_live", "<i8"),
+    ("venue_bid", "<i8", (L.MAX_VENUES,)),  # each venue's best bid / offer price
+    ("venue_ask", "<i8", (L.MAX_VENUES,)),
+], align=True)
+assert SYMBOL_STATE.itemsize % L.CACHE_LINE == 0
 
 Analytics = collections.namedtuple("Analytics", [
     "local_index",   # int64[n_symbols_total]: global id -> local index, -1 if not owned
@@ -144,20 +163,14 @@ Analytics = collections.namedtuple("Analytics", [
     "params",        # PARAMS[1]
     "rows",          # ANALYTICS_ROW[n_symbols_total]: only owned rows are written
     "words",         # uint64 view of rows (the seqlock words)
-    "state",         # int64[n_local, N_S]
-    "sums",          # float64[n_local, N_F]
-    "venue_bbo",     # int64[n_local, MAX_VENUES, 4]: bid px, bid qty, ask px, ask qty
-    "vwap_id",       # int64[n_local, vwap_buckets]: bucket held by each slot
-    "vwap_value",    # int64[n_local, vwap_buckets, 2]: notional, volume per bucket
-    "vwap_sum",      # int64[n_local, 2]: notional, volume in the window
-    "ofi_id",        # int64[n_local, ofi_buckets]
-    "ofi_value",     # int64[n_local, ofi_buckets, 1]
-    "ofi_sum",       # int64[n_local, 1]
+    "state",         # SYMBOL_STATE[n_local]
+    "state_words",   # int64 view of state (for prefetching)
+    "vwap",          # int64[n_local, vwap_buckets, 2]: notional, volume per bucket
+    "ofi",           # int64[n_local, ofi_buckets]
     "rv_step",       # int64[n_local, rv_samples]: grid step of the return in each slot
     "rv_sq",         # float64[n_local, rv_samples]: squared log return, NaN if none
     "pend_i",        # int64[n_local, impact_pending, 3]: t, price, D of each followed trade
     "pend_mid",      # float64[n_local, impact_pending]: the mid M before it
-    "signal",        # int64[n_local, N_SIGNALS]: each signal's state
 ])
 
 
@@ -233,9 +246,10 @@ def new_analytics(symbols, n_venues, n_symbols_total, params, rows=None):
         raise ValueError(f"n_venues must be in 1..{L.MAX_VENUES}, got {n_venues}")
     if symbols.size and (symbols.min() < 0 or symbols.max() >= n_symbols_total):
         raise ValueError(f"symbol ids must be in 0..{n_symbols_total - 1}")
-    params = np.asarray(params)
+    params = np.array(params)  # a copy: n_venues is this state's own
     if params.dtype != PARAMS or params.shape != (1,):
         raise TypeError("params must come from make_params()")
+    params["n_venues"] = n_venues
     if rows is None:
         rows = np.zeros(n_symbols_total, L.ANALYTICS_ROW)
     if rows.dtype != L.ANALYTICS_ROW or len(rows) != n_symbols_total:
@@ -245,28 +259,27 @@ def new_analytics(symbols, n_venues, n_symbols_total, params, rows=None):
     p = params[0]
     local_index = np.full(n_symbols_total, -1, np.int64)
     local_index[symbols] = np.arange(n)
-    state = np.zeros((n, N_S), np.int64)
-    state[:, S_RV_STEP] = S_RV_NONE
-    sums = np.zeros((n, N_F), np.float64)
-    sums[:, F_RV_MID] = np.nan
-    nv, no, nr = int(p["vwap_buckets"]), int(p["ofi_buckets"]), int(p["rv_samples"])
+    state = np.zeros(n, SYMBOL_STATE)
+    state["rv_mid"] = np.nan
+    state["rv_step"] = RV_NONE
+    nr, cap = int(p["rv_samples"]), int(p["impact_pending"])
     return Analytics(
         local_index=local_index, symbols=symbols, params=params, rows=rows,
-        words=rows.view(np.uint64), state=state, sums=sums,
-        venue_bbo=np.zeros((n, L.MAX_VENUES, 4), np.int64),
-        vwap_id=np.full((n, nv), -1, np.int64), vwap_value=np.zeros((n, nv, 2), np.int64),
-        vwap_sum=np.zeros((n, 2), np.int64),
-        ofi_id=np.full((n, no), -1, np.int64), ofi_value=np.zeros((n, no, 1), np.int64),
-        ofi_sum=np.zeros((n, 1), np.int64),
-        rv_step=np.full((n, nr), S_RV_NONE, np.int64), rv_sq=np.full((n, nr), np.nan),
-        pend_i=np.zeros((n, int(p["impact_pending"]), 3), np.int64),
-        pend_mid=np.zeros((n, int(p["impact_pending"])), np.float64),
-        signal=np.zeros((n, N_SIGNALS), np.int64),
+        words=rows.view(np.uint64), state=state, state_words=state.view(np.int64),
+        vwap=np.zeros((n, int(p["vwap_buckets"]), 2), np.int64),
+        ofi=np.zeros((n, int(p["ofi_buckets"])), np.int64),
+        rv_step=np.full((n, nr), RV_NONE, np.int64), rv_sq=np.full((n, nr), np.nan),
+        pend_i=np.zeros((n, cap, 3), np.int64), pend_mid=np.zeros((n, cap), np.float64),
     )
 
 
 # ---------------------------------------------------------------------------
 # kernel
+#
+# The kernels allocate nothing, so they run without numba's reference counting
+# (_nrt=False). Divisions of the clock happen only when a bucket, bar or grid
+# step is crossed: the state keeps where the current one ends.
+
 
 @njit(cache=True, _nrt=False)
 def process(results, position, n, mask, ana, out, bars, signals, out_position, out_mask):
@@ -278,21 +291,44 @@ def process(results, position, n, mask, ana, out, bars, signals, out_position, o
     (at most n * (1 + MAX_EXTRA)).
     """
     written = 0
+    p = ana.params[0]
     for i in range(n):
+        if i + _PREFETCH_AHEAD < n:
+            _prefetch_symbol(results[(position + i + _PREFETCH_AHEAD) & mask], ana)
         r = results[(position + i) & mask]
         kind = r.kind
         s = -1
+        sym = np.int64(r.symbol)
         if kind == L.RES_QUOTE or kind == L.RES_TRADE or kind == L.RES_CLEAR:
-            sym = np.int64(r.symbol)
             if sym < ana.local_index.shape[0]:
                 s = ana.local_index[sym]
         if s < 0:
             out[(out_position + written) & out_mask] = r
             written += 1
         else:
-            written += _apply_one(r, s, sym, ana, out, bars, signals, out_position + written,
+            written += _apply_one(r, s, sym, p, ana, out, bars, signals, out_position + written,
                                   out_mask)
     return written
+
+
+_PREFETCH_AHEAD = 8  # results between prefetching a symbol's state and using it
+_STATE_WORDS = SYMBOL_STATE.itemsize // 8
+_ROW_LINES = 6        # the lines of a row that every result writes
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _prefetch_symbol(r, ana):
+    """Start loading the state and row of an upcoming result's symbol."""
+    sym = np.int64(r.symbol)
+    if sym >= ana.local_index.shape[0]:
+        return
+    s = ana.local_index[sym]
+    if s < 0:
+        return
+    for j in range(0, _STATE_WORDS, 8):
+        _prefetch(ana.state_words, s * _STATE_WORDS + j)
+    for j in range(_ROW_LINES):
+        _prefetch(ana.words, sym * ROW_WORDS + 8 * j)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -308,16 +344,13 @@ def _mid(bid_px, bid_qty, ask_px, ask_qty):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _apply_one(r, s, sym, ana, out, bars, signals, out_position, out_mask):
-    p = ana.params[0]
+def _apply_one(r, s, sym, p, ana, out, bars, signals, out_position, out_mask):
     st = ana.state[s]
-    sums = ana.sums[s]
     row = ana.rows[sym]
-    seen = st[S_SEEN] != 0
-    t_prev = st[S_TS]
+    seen = st.seen != 0
+    t_prev = st.ts
     t = max(r.exch_ts, t_prev) if seen else r.exch_ts
-    dt = t - t_prev if seen else 0
-    pb, pbq, pa, paq = st[S_BID_PX], st[S_BID_QTY], st[S_ASK_PX], st[S_ASK_QTY]
+    pb, pbq, pa, paq = st.bid_px, st.bid_qty, st.ask_px, st.ask_qty
     prev_mid = _mid(pb, pbq, pa, paq)
 
     base = sym * ROW_WORDS
@@ -325,61 +358,38 @@ def _apply_one(r, s, sym, ana, out, bars, signals, out_position, out_mask):
     store_relaxed(ana.words, base, lock + 1)
     fence_release()  # the odd seqlock is visible before any field changes
 
-    if dt > 0:
-        _accumulate_time(ana.venue_bbo[s], row, dt, pb, pbq, pa, paq)
-        _sample_rv(ana.rv_step[s], ana.rv_sq[s], st, sums, row, p.rv_interval, t_prev, t,
-                   prev_mid)
-    if seen:
-        _resolve_impacts(ana.pend_i[s], ana.pend_mid[s], st, sums, row, p.impact_delay, t,
-                         prev_mid)
+    if not seen:
+        _first(st, p, t)
+    elif t > t_prev:
+        _accumulate_time(st, row, t - t_prev, pb, pbq, pa, paq)
+        if st.rv_next < t:
+            _sample_rv(ana.rv_step[s], ana.rv_sq[s], st, row, p.rv_interval, t, prev_mid)
+    if st.pend_count > 0 and t > st.pend_due:
+        _resolve_impacts(ana.pend_i[s], ana.pend_mid[s], st, row, p.impact_delay, t, prev_mid)
 
     written = 0
     for k in range(L.MAX_BAR_INTERVALS):
-        interval = p.bar_interval[k]
-        if interval > 0 and row.bar_start[k] >= 0 and t // interval > row.bar_start[k] // interval:
-            _write_bar(bars[(out_position + written) & out_mask], r, row, k, interval)
+        if st.bar_end[k] != 0 and t >= st.bar_end[k]:
+            _write_bar(bars[(out_position + written) & out_mask], r, row, k, p.bar_interval[k])
             written += 1
-            _clear_bar(row, k)
+            _clear_bar(st, row, k)
     out[(out_position + written) & out_mask] = r
     written += 1
 
+    if t >= st.vwap_end:
+        _advance_vwap(ana.vwap[s], st, p.vwap_bucket_ns, t)
+    if t >= st.ofi_end:
+        _advance_ofi(ana.ofi[s], st, p.ofi_bucket_ns, t)
     v = r.venue
-    bbo = ana.venue_bbo[s]
-    bbo[v, 0] = r.venue_bid_px
-    bbo[v, 1] = r.venue_bid_qty
-    bbo[v, 2] = r.venue_ask_px
-    bbo[v, 3] = r.venue_ask_qty
-
-    vwap_bucket = t // p.vwap_bucket_ns
-    _advance(ana.vwap_id[s], ana.vwap_value[s], ana.vwap_sum[s], st, S_VWAP_BUCKET,
-             vwap_bucket, seen)
     if r.kind == L.RES_TRADE:
-        px = r.last_px
-        qty = r.last_qty
-        row.venue_volume[v] += qty
-        row.venue_trades[v] += 1
-        _add(ana.vwap_value[s], ana.vwap_sum[s], vwap_bucket, 0, px * qty)
-        _add(ana.vwap_value[s], ana.vwap_sum[s], vwap_bucket, 1, qty)
-        _update_bars(row, p, t, px, qty)
-        if not np.isnan(prev_mid):
-            d = 1 if r.side == L.SIDE_ASK else -1
-            eff = 2.0 * d * (px / L.PRICE_SCALE - prev_mid)
-            row.eff_spread = eff
-            row.eff_trades += 1
-            sums[F_EFF] += eff
-            sums[F_EFF_BPS] += eff / prev_mid * 1e4
-            row.eff_spread_mean = sums[F_EFF] / row.eff_trades
-            row.eff_spread_bps_mean = sums[F_EFF_BPS] / row.eff_trades
-            _follow(ana.pend_i[s], ana.pend_mid[s], st, row, t, px, d, prev_mid)
-    vsum = ana.vwap_sum[s]
-    row.rolling_volume = vsum[1]
-    row.rolling_vwap = vsum[0] / vsum[1] / L.PRICE_SCALE if vsum[1] > 0 else np.nan
+        _trade(r, st, row, p, ana, s, t, v, prev_mid)
+    row.rolling_volume = st.vwap_volume
+    row.rolling_vwap = (st.vwap_notional / st.vwap_volume / L.PRICE_SCALE
+                        if st.vwap_volume > 0 else np.nan)
 
     bid, bq, ask, aq = r.bid_px, r.bid_qty, r.ask_px, r.ask_qty
-    ofi_bucket = t // p.ofi_bucket_ns
-    _advance(ana.ofi_id[s], ana.ofi_value[s], ana.ofi_sum[s], st, S_OFI_BUCKET, ofi_bucket,
-             seen)
-    if _two_sided(pbq, paq) and _two_sided(bq, aq):
+    moved = not seen or bid != pb or bq != pbq or ask != pa or aq != paq
+    if moved and _two_sided(pbq, paq) and _two_sided(bq, aq):
         e = 0
         if bid >= pb:
             e += bq
@@ -389,28 +399,61 @@ def _apply_one(r, s, sym, ana, out, bars, signals, out_position, out_mask):
             e -= aq
         if ask >= pa:
             e += paq
-        _add(ana.ofi_value[s], ana.ofi_sum[s], ofi_bucket, 0, e)
-    row.ofi = ana.ofi_sum[s, 0]
+        ana.ofi[s, st.ofi_bucket % p.ofi_buckets] += e
+        st.ofi += e
+    row.ofi = st.ofi
 
-    _quote_metrics(r, row, p.depth_levels)
-    written += _signals(r, row, p, ana.signal[s], signals, out_position + written, out_mask)
+    _depth_metrics(r, row, p.depth_levels)
+    if moved:  # the best bid and offer changed: so may everything derived from them
+        _quote_metrics(r, row)
+    written += _signals(r, row, p, st, signals, out_position + written, out_mask)
 
     row.an_seq = r.seq
     row.an_exch_ts = r.exch_ts
     row.an_updates += 1
     store_release(ana.words, base, lock + 2)
 
-    st[S_SEEN] = 1
-    st[S_TS] = t
-    st[S_BID_PX] = bid
-    st[S_BID_QTY] = bq
-    st[S_ASK_PX] = ask
-    st[S_ASK_QTY] = aq
+    st.seen = 1
+    st.ts = t
+    st.bid_px = bid
+    st.bid_qty = bq
+    st.ask_px = ask
+    st.ask_qty = aq
+    _venue_state(st, r, v, p.n_venues)
     return written
 
 
+@njit(cache=True, _nrt=False)
+def _first(st, p, t):
+    """Anchor the symbol's windows and grid at its first result."""
+    st.vwap_bucket = t // p.vwap_bucket_ns
+    st.vwap_end = (st.vwap_bucket + 1) * p.vwap_bucket_ns
+    st.ofi_bucket = t // p.ofi_bucket_ns
+    st.ofi_end = (st.ofi_bucket + 1) * p.ofi_bucket_ns
+    st.rv_next = -((-t) // p.rv_interval) * p.rv_interval
+
+
 @njit(cache=True, _nrt=False, inline="always")
-def _accumulate_time(bbo, row, dt, pb, pbq, pa, paq):
+def _venue_state(st, r, v, n_venues):
+    """Record the event's venue's best levels; find the venues at the new best."""
+    bit = 1 << v
+    st.venue_bid[v] = r.venue_bid_px
+    st.venue_ask[v] = r.venue_ask_px
+    st.bid_live = (st.bid_live | bit) if r.venue_bid_qty > 0 else (st.bid_live & ~bit)
+    st.ask_live = (st.ask_live | bit) if r.venue_ask_qty > 0 else (st.ask_live & ~bit)
+    at_bid = 0
+    at_ask = 0
+    for u in range(n_venues):
+        if st.bid_qty > 0 and (st.bid_live >> u) & 1 and st.venue_bid[u] == st.bid_px:
+            at_bid |= 1 << u
+        if st.ask_qty > 0 and (st.ask_live >> u) & 1 and st.venue_ask[u] == st.ask_px:
+            at_ask |= 1 << u
+    st.at_bid = at_bid
+    st.at_ask = at_ask
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _accumulate_time(st, row, dt, pb, pbq, pa, paq):
     """dt ns spent in the previous state."""
     row.time_total += dt
     if _two_sided(pbq, paq):
@@ -418,57 +461,107 @@ def _accumulate_time(bbo, row, dt, pb, pbq, pa, paq):
             row.time_locked += dt
         elif pb > pa:
             row.time_crossed += dt
-    for v in range(L.MAX_VENUES):
-        if pbq > 0 and bbo[v, 1] > 0 and bbo[v, 0] == pb:
+    bits = st.at_bid
+    v = 0
+    while bits:
+        if bits & 1:
             row.venue_time_at_bid[v] += dt
-        if paq > 0 and bbo[v, 3] > 0 and bbo[v, 2] == pa:
+        bits >>= 1
+        v += 1
+    bits = st.at_ask
+    v = 0
+    while bits:
+        if bits & 1:
             row.venue_time_at_ask[v] += dt
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def _advance(ids, values, sums, st, word, bucket, seen):
-    """Move a bucketed window's newest bucket to ``bucket``, expiring what falls out."""
-    nb = ids.shape[0]
-    head = st[word] if seen else bucket - nb
-    if bucket <= head:
-        return
-    for b in range(max(head + 1, bucket - nb + 1), bucket + 1):
-        slot = b % nb
-        if ids[slot] >= 0:
-            for c in range(values.shape[1]):
-                sums[c] -= values[slot, c]
-                values[slot, c] = 0
-        ids[slot] = b
-    st[word] = bucket
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def _add(values, sums, bucket, column, amount):
-    values[bucket % values.shape[0], column] += amount
-    sums[column] += amount
+        bits >>= 1
+        v += 1
 
 
 @njit(cache=True, _nrt=False)
-def _sample_rv(steps, sq, st, sums, row, interval, t_prev, t, mid):
-    """Take the grid samples in [t_prev, t), all of them ``mid``; refresh rv."""
+def _advance_vwap(values, st, bucket_ns, t):
+    """Move the VWAP window's newest bucket to t's, expiring what falls out."""
+    nb = values.shape[0]
+    bucket = t // bucket_ns
+    for b in range(max(st.vwap_bucket + 1, bucket - nb + 1), bucket + 1):
+        slot = b % nb
+        st.vwap_notional -= values[slot, 0]
+        st.vwap_volume -= values[slot, 1]
+        values[slot, 0] = 0
+        values[slot, 1] = 0
+    st.vwap_bucket = bucket
+    st.vwap_end = (bucket + 1) * bucket_ns
+
+
+@njit(cache=True, _nrt=False)
+def _advance_ofi(values, st, bucket_ns, t):
+    nb = values.shape[0]
+    bucket = t // bucket_ns
+    for b in range(max(st.ofi_bucket + 1, bucket - nb + 1), bucket + 1):
+        slot = b % nb
+        st.ofi -= values[slot]
+        values[slot] = 0
+    st.ofi_bucket = bucket
+    st.ofi_end = (bucket + 1) * bucket_ns
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _trade(r, st, row, p, ana, s, t, v, prev_mid):
+    px = r.last_px
+    qty = r.last_qty
+    row.venue_volume[v] += qty
+    row.venue_trades[v] += 1
+    slot = st.vwap_bucket % p.vwap_buckets
+    ana.vwap[s, slot, 0] += px * qty
+    ana.vwap[s, slot, 1] += qty
+    st.vwap_notional += px * qty
+    st.vwap_volume += qty
+    for k in range(L.MAX_BAR_INTERVALS):
+        interval = p.bar_interval[k]
+        if interval <= 0:
+            continue
+        if st.bar_end[k] == 0:
+            start = t // interval * interval
+            st.bar_end[k] = start + interval
+            row.bar_start[k] = start
+            row.bar_open[k] = px
+            row.bar_high[k] = px
+            row.bar_low[k] = px
+        row.bar_high[k] = max(row.bar_high[k], px)
+        row.bar_low[k] = min(row.bar_low[k], px)
+        row.bar_close[k] = px
+        row.bar_volume[k] += qty
+        row.bar_notional[k] += px * qty
+        row.bar_trades[k] += 1
+    if not np.isnan(prev_mid):
+        d = 1 if r.side == L.SIDE_ASK else -1
+        eff = 2.0 * d * (px / L.PRICE_SCALE - prev_mid)
+        row.eff_spread = eff
+        row.eff_trades += 1
+        st.eff_sum += eff
+        st.eff_bps_sum += eff / prev_mid * 1e4
+        row.eff_spread_mean = st.eff_sum / row.eff_trades
+        row.eff_spread_bps_mean = st.eff_bps_sum / row.eff_trades
+        _follow(ana.pend_i[s], ana.pend_mid[s], st, row, p.impact_delay, t, px, d, prev_mid)
+
+
+@njit(cache=True, _nrt=False)
+def _sample_rv(steps, sq, st, row, interval, t, mid):
+    """Take the grid samples in [rv_next, t), all of them ``mid``; refresh rv."""
     n = steps.shape[0]
-    first = -((-t_prev) // interval)    # ceil: first grid step at or after t_prev
+    first = st.rv_next // interval      # a grid time: exact
     last = -((-t) // interval) - 1      # last grid step before t
-    if last < first:
-        return
     if last - first > n:
         first = last - n
     for k in range(first, last + 1):
-        prev_step = st[S_RV_STEP]
-        prev_mid = sums[F_RV_MID]
-        if prev_step == k - 1 and not np.isnan(prev_mid) and not np.isnan(mid):
-            ret = np.log(mid / prev_mid)
+        if st.rv_step == k - 1 and not np.isnan(st.rv_mid) and not np.isnan(mid):
+            ret = np.log(mid / st.rv_mid)
             sq[k % n] = ret * ret
         else:
             sq[k % n] = np.nan
         steps[k % n] = k
-        st[S_RV_STEP] = k
-        sums[F_RV_MID] = mid
+        st.rv_step = k
+        st.rv_mid = mid
+    st.rv_next = (last + 1) * interval
     total = 0.0
     count = 0
     for j in range(n):
@@ -480,61 +573,46 @@ def _sample_rv(steps, sq, st, sums, row, interval, t_prev, t, mid):
 
 
 @njit(cache=True, _nrt=False)
-def _follow(pend_i, pend_mid, st, row, t, px, d, mid):
+def _follow(pend_i, pend_mid, st, row, delay, t, px, d, mid):
     cap = pend_i.shape[0]
-    count = st[S_PEND_COUNT]
+    count = st.pend_count
     if count == cap:
         row.impact_dropped += 1
         return
-    j = (st[S_PEND_HEAD] + count) % cap
+    j = (st.pend_head + count) % cap
     pend_i[j, 0] = t
     pend_i[j, 1] = px
     pend_i[j, 2] = d
     pend_mid[j] = mid
-    st[S_PEND_COUNT] = count + 1
+    if count == 0:
+        st.pend_due = t + delay
+    st.pend_count = count + 1
 
 
 @njit(cache=True, _nrt=False)
-def _resolve_impacts(pend_i, pend_mid, st, sums, row, delay, t, mid_then):
+def _resolve_impacts(pend_i, pend_mid, st, row, delay, t, mid_then):
     cap = pend_i.shape[0]
-    while st[S_PEND_COUNT] > 0:
-        j = st[S_PEND_HEAD]
+    while st.pend_count > 0:
+        j = st.pend_head
         if pend_i[j, 0] + delay >= t:
+            st.pend_due = pend_i[j, 0] + delay
             return
-        st[S_PEND_HEAD] = (j + 1) % cap
-        st[S_PEND_COUNT] -= 1
+        st.pend_head = (j + 1) % cap
+        st.pend_count -= 1
         if np.isnan(mid_then):
             continue
         d = pend_i[j, 2]
         px = pend_i[j, 1] / L.PRICE_SCALE
-        sums[F_REALIZED] += 2.0 * d * (px - mid_then)
-        sums[F_IMPACT] += 2.0 * d * (mid_then - pend_mid[j])
+        st.realized_sum += 2.0 * d * (px - mid_then)
+        st.impact_sum += 2.0 * d * (mid_then - pend_mid[j])
         row.impact_trades += 1
-        row.realized_spread_mean = sums[F_REALIZED] / row.impact_trades
-        row.price_impact_mean = sums[F_IMPACT] / row.impact_trades
+        row.realized_spread_mean = st.realized_sum / row.impact_trades
+        row.price_impact_mean = st.impact_sum / row.impact_trades
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _update_bars(row, p, t, px, qty):
-    for k in range(L.MAX_BAR_INTERVALS):
-        interval = p.bar_interval[k]
-        if interval <= 0:
-            continue
-        if row.bar_start[k] < 0:
-            row.bar_start[k] = t // interval * interval
-            row.bar_open[k] = px
-            row.bar_high[k] = px
-            row.bar_low[k] = px
-        row.bar_high[k] = max(row.bar_high[k], px)
-        row.bar_low[k] = min(row.bar_low[k], px)
-        row.bar_close[k] = px
-        row.bar_volume[k] += qty
-        row.bar_notional[k] += px * qty
-        row.bar_trades[k] += 1
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def _clear_bar(row, k):
+def _clear_bar(st, row, k):
+    st.bar_end[k] = 0
     row.bar_start[k] = -1
     row.bar_open[k] = 0
     row.bar_high[k] = 0
@@ -546,7 +624,7 @@ def _clear_bar(row, k):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _quote_metrics(r, row, depth_levels):
+def _depth_metrics(r, row, depth_levels):
     depth_bid = 0
     depth_ask = 0
     for k in range(depth_levels):
@@ -556,15 +634,20 @@ def _quote_metrics(r, row, depth_levels):
     row.depth_ask = depth_ask
     row.depth_imbalance = ((depth_bid - depth_ask) / (depth_bid + depth_ask)
                            if depth_bid + depth_ask > 0 else np.nan)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _quote_metrics(r, row):
     bid, bq, ask, aq = r.bid_px, r.bid_qty, r.ask_px, r.ask_qty
-    mid = _mid(bid, bq, ask, aq)
-    row.mid = mid
     if _two_sided(bq, aq):
+        mid = (bid + ask) / (2.0 * L.PRICE_SCALE)
+        row.mid = mid
         row.spread = (ask - bid) / L.PRICE_SCALE
         row.spread_bps = (ask - bid) / L.PRICE_SCALE / mid * 1e4
         row.microprice = (bid * aq + ask * bq) / (aq + bq) / L.PRICE_SCALE
         row.imbalance = (bq - aq) / (bq + aq)
     else:
+        row.mid = np.nan
         row.spread = np.nan
         row.spread_bps = np.nan
         row.microprice = np.nan
@@ -572,12 +655,12 @@ def _quote_metrics(r, row, depth_levels):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _signals(r, row, p, state, signals, out_position, out_mask):
+def _signals(r, row, p, st, signals, out_position, out_mask):
     """Update the signal states; write a record for each that entered a nonzero state."""
     two_sided = _two_sided(r.bid_qty, r.ask_qty)
     new_ofi = 0
-    if p.signal_ofi > 0 and abs(row.ofi) >= p.signal_ofi:
-        new_ofi = 1 if row.ofi > 0 else -1
+    if p.signal_ofi > 0 and abs(st.ofi) >= p.signal_ofi:
+        new_ofi = 1 if st.ofi > 0 else -1
     new_spread = 0
     if p.signal_spread_bps > 0 and two_sided and row.spread_bps >= p.signal_spread_bps:
         new_spread = 1
@@ -585,21 +668,21 @@ def _signals(r, row, p, state, signals, out_position, out_mask):
     if p.signal_crossed != 0 and two_sided and r.bid_px > r.ask_px:
         new_crossed = 1
     written = 0
-    if new_ofi != 0 and new_ofi != state[L.SIG_OFI]:
+    if new_ofi != 0 and new_ofi != st.sig_ofi:
         _write_signal(signals[(out_position + written) & out_mask], r, L.SIG_OFI, new_ofi,
-                      float(row.ofi), float(p.signal_ofi))
+                      float(st.ofi), float(p.signal_ofi))
         written += 1
-    if new_spread != 0 and new_spread != state[L.SIG_SPREAD]:
+    if new_spread != 0 and new_spread != st.sig_spread:
         _write_signal(signals[(out_position + written) & out_mask], r, L.SIG_SPREAD, 1,
                       row.spread_bps, p.signal_spread_bps)
         written += 1
-    if new_crossed != 0 and new_crossed != state[L.SIG_CROSSED]:
+    if new_crossed != 0 and new_crossed != st.sig_crossed:
         _write_signal(signals[(out_position + written) & out_mask], r, L.SIG_CROSSED, 1,
                       (r.bid_px - r.ask_px) / L.PRICE_SCALE, 0.0)
         written += 1
-    state[L.SIG_OFI] = new_ofi
-    state[L.SIG_SPREAD] = new_spread
-    state[L.SIG_CROSSED] = new_crossed
+    st.sig_ofi = new_ofi
+    st.sig_spread = new_spread
+    st.sig_crossed = new_crossed
     row.signals = ((1 if new_ofi != 0 else 0) << L.SIG_OFI) | (new_spread << L.SIG_SPREAD) \
         | (new_crossed << L.SIG_CROSSED)
     return written
