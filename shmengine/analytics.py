@@ -120,7 +120,7 @@ PARAMS = np.dtype([
 # Everything a result needs of its symbol's private state sits in one record,
 # the fields a result always touches in its first lines: scattered over a dozen
 # arrays, the state of a random symbol cost a cache miss per array.
-SYMBOL_STATE = np.dtype([
+_SYMBOL_FIELDS = [
     ("seen", "<i8"),           # 1 once the symbol had a result
     ("ts", "<i8"),             # its clock: the latest exch_ts of its results
     ("bid_px", "<i8"),         # quote after its last result
@@ -135,6 +135,7 @@ SYMBOL_STATE = np.dtype([
     ("vwap_volume", "<i8"),
     ("ofi_end", "<i8"),
     ("ofi_bucket", "<i8"),
+    ("ofi_slot", "<i8"),       # that bucket's slot: ofi_bucket % ofi_buckets
     ("ofi", "<i8"),
     ("rv_next", "<i8"),        # first grid time not sampled yet
     ("rv_step", "<i8"),        # grid step of the last sample
@@ -154,7 +155,9 @@ SYMBOL_STATE = np.dtype([
     ("ask_live", "<i8"),
     ("venue_bid", "<i8", (L.MAX_VENUES,)),  # each venue's best bid / offer price
     ("venue_ask", "<i8", (L.MAX_VENUES,)),
-], align=True)
+]
+_size = np.dtype(_SYMBOL_FIELDS, align=True).itemsize
+SYMBOL_STATE = np.dtype(_SYMBOL_FIELDS + [("_pad", "u1", (-_size % L.CACHE_LINE,))], align=True)
 assert SYMBOL_STATE.itemsize % L.CACHE_LINE == 0
 
 Analytics = collections.namedtuple("Analytics", [
@@ -399,7 +402,7 @@ def _apply_one(r, s, sym, p, ana, out, bars, signals, out_position, out_mask):
             e -= aq
         if ask >= pa:
             e += paq
-        ana.ofi[s, st.ofi_bucket % p.ofi_buckets] += e
+        ana.ofi[s, st.ofi_slot] += e
         st.ofi += e
     row.ofi = st.ofi
 
@@ -419,7 +422,7 @@ def _apply_one(r, s, sym, p, ana, out, bars, signals, out_position, out_mask):
     st.bid_qty = bq
     st.ask_px = ask
     st.ask_qty = aq
-    _venue_state(st, r, v, p.n_venues)
+    _venue_state(st, r, v, p.n_venues, moved)
     return written
 
 
@@ -429,18 +432,24 @@ def _first(st, p, t):
     st.vwap_bucket = t // p.vwap_bucket_ns
     st.vwap_end = (st.vwap_bucket + 1) * p.vwap_bucket_ns
     st.ofi_bucket = t // p.ofi_bucket_ns
+    st.ofi_slot = st.ofi_bucket % p.ofi_buckets
     st.ofi_end = (st.ofi_bucket + 1) * p.ofi_bucket_ns
     st.rv_next = -((-t) // p.rv_interval) * p.rv_interval
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _venue_state(st, r, v, n_venues):
+def _venue_state(st, r, v, n_venues, moved):
     """Record the event's venue's best levels; find the venues at the new best."""
     bit = 1 << v
+    bid_live = (st.bid_live | bit) if r.venue_bid_qty > 0 else (st.bid_live & ~bit)
+    ask_live = (st.ask_live | bit) if r.venue_ask_qty > 0 else (st.ask_live & ~bit)
+    if (not moved and bid_live == st.bid_live and ask_live == st.ask_live
+            and st.venue_bid[v] == r.venue_bid_px and st.venue_ask[v] == r.venue_ask_px):
+        return  # nothing the masks depend on changed
     st.venue_bid[v] = r.venue_bid_px
     st.venue_ask[v] = r.venue_ask_px
-    st.bid_live = (st.bid_live | bit) if r.venue_bid_qty > 0 else (st.bid_live & ~bit)
-    st.ask_live = (st.ask_live | bit) if r.venue_ask_qty > 0 else (st.ask_live & ~bit)
+    st.bid_live = bid_live
+    st.ask_live = ask_live
     at_bid = 0
     at_ask = 0
     for u in range(n_venues):
@@ -501,6 +510,7 @@ def _advance_ofi(values, st, bucket_ns, t):
         st.ofi -= values[slot]
         values[slot] = 0
     st.ofi_bucket = bucket
+    st.ofi_slot = bucket % nb
     st.ofi_end = (bucket + 1) * bucket_ns
 
 
