@@ -56,18 +56,20 @@ def throughput(a):
     src = statistics.median(source_rate(a.symbols, a.venues, a.events // 4)
                             for _ in range(a.repeat))
     print(f"synthetic source alone (1 core, no rings): {src / 1e6:.2f} M events/s")
-    print(f"{'workers':>8}{'wait':>10}{'M events/s':>12}{'vs source':>11}{'p50 us':>10}"
-          f"{'p99 us':>10}")
+    print(f"{'workers':>8}{'wait':>10}{'analytics':>10}{'M events/s':>12}{'vs source':>11}"
+          f"{'p50 us':>10}{'p99 us':>10}")
     for workers in a.workers:
         for wait in a.wait:
-            runs = [run_engine("--events", a.events, "--symbols", a.symbols, "--venues",
-                               a.venues, "--workers", workers, "--wait", wait)
-                    for _ in range(a.repeat)]
-            rate = statistics.median(r["events_per_s"] for r in runs)
-            p50 = statistics.median(r["latency_ns"]["50"] for r in runs) / 1e3
-            p99 = statistics.median(r["latency_ns"]["99"] for r in runs) / 1e3
-            print(f"{workers:>8}{wait:>10}{rate / 1e6:>12.2f}{rate / src:>11.2f}{p50:>10,.0f}"
-                  f"{p99:>10,.0f}", flush=True)
+            for analytics in a.analytics:
+                extra = () if analytics == "on" else ("--no-analytics",)
+                runs = [run_engine("--events", a.events, "--symbols", a.symbols, "--venues",
+                                   a.venues, "--workers", workers, "--wait", wait, *extra)
+                        for _ in range(a.repeat)]
+                rate = statistics.median(r["events_per_s"] for r in runs)
+                p50 = statistics.median(r["latency_ns"]["50"] for r in runs) / 1e3
+                p99 = statistics.median(r["latency_ns"]["99"] for r in runs) / 1e3
+                print(f"{workers:>8}{wait:>10}{analytics:>10}{rate / 1e6:>12.2f}"
+                      f"{rate / src:>11.2f}{p50:>10,.0f}{p99:>10,.0f}", flush=True)
 
 
 def latency(a):
@@ -153,6 +155,8 @@ def main():
     ap.add_argument("--venues", type=int, default=4)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--wait", nargs="+", default=["spin", "adaptive"])
+    ap.add_argument("--analytics", nargs="+", choices=["on", "off"], default=["on", "off"],
+                    help="throughput: with the built-in analytics, without, or both")
     ap.add_argument("--rate", type=float, default=1_000_000)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--repeat", type=int, default=3)

@@ -93,8 +93,7 @@ import numpy as np
 from numba import njit
 
 from . import layout as L
-from .atomics import fence_release, store_relaxed, store_release
-from .book import _prefetch
+from .atomics import fence_release, prefetch, store_relaxed, store_release
 
 ROW_WORDS = L.ANALYTICS_SIZE // 8
 MAX_EXTRA = L.MAX_BAR_INTERVALS + len(L.SIGNAL_NAMES)  # records one result may add
@@ -329,9 +328,9 @@ def _prefetch_symbol(r, ana):
     if s < 0:
         return
     for j in range(0, _STATE_WORDS, 8):
-        _prefetch(ana.state_words, s * _STATE_WORDS + j)
+        prefetch(ana.state_words, s * _STATE_WORDS + j)
     for j in range(_ROW_LINES):
-        _prefetch(ana.words, sym * ROW_WORDS + 8 * j)
+        prefetch(ana.words, sym * ROW_WORDS + 8 * j)
 
 
 @njit(cache=True, _nrt=False, inline="always")

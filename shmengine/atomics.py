@@ -24,7 +24,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from . import _core
 
@@ -144,3 +144,29 @@ def futex_wake(typingctx, arr, idx):
         fn = _c_function(builder, "shme_futex_wake", ir.IntType(32), [ptr.type, ir.IntType(32)])
         return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 2147483647)])
     return types.int32(arr, idx), codegen
+
+
+def prefetch(array, index):
+    """Hint that array[index] is about to be read (nothing, without the JIT)."""
+
+
+@intrinsic
+def _prefetch_intrinsic(typingctx, array, index):
+    def codegen(context, builder, sig, args):
+        arrty = sig.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]],
+                                       wraparound=False)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        # read, keep in all cache levels, data
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(array, index), codegen
+
+
+@overload(prefetch, jit_options={"_nrt": False})
+def _prefetch_jit(array, index):
+    return lambda array, index: _prefetch_intrinsic(array, index)

@@ -44,11 +44,9 @@ levels, the symbol's quote; the quote, stamped with the event, is the result.
 import collections
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba import njit
 
+from .atomics import prefetch
 from .layout import (
     EV_ADD, EV_CANCEL, EV_CLEAR, EV_DELETE, EV_END, EV_EXECUTE, EV_EXECUTE_PRICE,
     EV_REPLACE, EV_TRADE, EV_WATERMARK, EVENT, FLAG_NON_PRINTABLE, MAX_VENUES, NO_VENUE,
@@ -552,35 +550,9 @@ def _prefetch_order(ev, orders, order_info):
         return
     hash_shift = order_info[HASH_SHIFT]
     venue = np.uint64(ev["venue"] & 7)
-    _prefetch(orders, _home(_order_key(ev["order_id"], venue), hash_shift))
+    prefetch(orders, _home(_order_key(ev["order_id"], venue), hash_shift))
     if etype == EV_REPLACE:
-        _prefetch(orders, _home(_order_key(ev["new_order_id"], venue), hash_shift))
-
-
-def _prefetch(array, index):
-    """Hint that array[index] is about to be read (nothing, without the JIT)."""
-
-
-@intrinsic
-def _prefetch_intrinsic(typingctx, array, index):
-    def codegen(context, builder, sig, args):
-        arrty = sig.args[0]
-        ary = context.make_array(arrty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]],
-                                       wraparound=False)
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        # read, keep in all cache levels, data
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-    return types.void(array, index), codegen
-
-
-@overload(_prefetch, jit_options={"_nrt": False})
-def _prefetch_jit(array, index):
-    return lambda array, index: _prefetch_intrinsic(array, index)
+        prefetch(orders, _home(_order_key(ev["new_order_id"], venue), hash_shift))
 
 
 # ---------------------------------------------------------------------------

@@ -168,7 +168,8 @@ assert RESULT.itemsize == 320
 
 # Records of the other stream kinds share RESULT's size and its first 40 bytes
 # (seq .. event_type: the event that caused them), so one ring carries all.
-_STREAM_HEAD = RESULT.descr[:9]
+_STREAM_HEAD = [(n, RESULT.fields[n][0]) for n in RESULT.names[:9]]
+assert _STREAM_HEAD[-1][0] == "event_type" and RESULT.fields["event_type"][1] == 39
 
 
 def _stream_record(fields):
@@ -332,6 +333,7 @@ ANA_HEADER = np.dtype([
 ], align=True)
 ANA_HEADER_OFFSET = 64
 ANA_ROWS_OFFSET = 256
+assert ANA_HEADER_OFFSET + ANA_HEADER.itemsize <= ANA_ROWS_OFFSET
 
 SNAP_HEADER = np.dtype([
     ("n_symbols", "<u4"),
