@@ -120,6 +120,7 @@ PARAMS = np.dtype([
 # the fields a result always touches in its first lines: scattered over a dozen
 # arrays, the state of a random symbol cost a cache miss per array.
 _SYMBOL_FIELDS = [
+    # what every result reads or writes, in the first lines
     ("seen", "<i8"),           # 1 once the symbol had a result
     ("ts", "<i8"),             # its clock: the latest exch_ts of its results
     ("bid_px", "<i8"),         # quote after its last result
@@ -129,31 +130,32 @@ _SYMBOL_FIELDS = [
     ("at_bid", "<i8"),         # bit v: venue v's bid is at that quote's best bid
     ("at_ask", "<i8"),
     ("vwap_end", "<i8"),       # end of the VWAP window's newest bucket
-    ("vwap_bucket", "<i8"),    # that bucket
-    ("vwap_notional", "<i8"),  # sums over the window
-    ("vwap_volume", "<i8"),
     ("ofi_end", "<i8"),
-    ("ofi_bucket", "<i8"),
-    ("ofi_slot", "<i8"),       # that bucket's slot: ofi_bucket % ofi_buckets
-    ("ofi", "<i8"),
     ("rv_next", "<i8"),        # first grid time not sampled yet
-    ("rv_step", "<i8"),        # grid step of the last sample
-    ("rv_mid", "<f8"),         # the mid of that sample, NaN if it had none
-    ("pend_head", "<i8"),      # followed trades: the oldest, how many, when it is due
-    ("pend_count", "<i8"),
+    ("pend_count", "<i8"),     # followed trades: how many, when the oldest is due
     ("pend_due", "<i8"),
+    ("bar_end", "<i8", (L.MAX_BAR_INTERVALS,)),  # end of the open bar, 0 if none
+    ("ofi", "<i8"),            # the OFI window's sum
     ("sig_ofi", "<i8"),        # signal states
     ("sig_spread", "<i8"),
     ("sig_crossed", "<i8"),
+    ("bid_live", "<i8"),       # bit v: venue v has a bid
+    ("ask_live", "<i8"),
+    ("ofi_bucket", "<i8"),
+    ("ofi_slot", "<i8"),       # that bucket's slot: ofi_bucket % ofi_buckets
+    ("vwap_bucket", "<i8"),
+    ("venue_bid", "<i8", (L.MAX_VENUES,)),  # each venue's best bid / offer price
+    ("venue_ask", "<i8", (L.MAX_VENUES,)),
+    # what trades, window moves and grid steps need
+    ("vwap_notional", "<i8"),  # the VWAP window's sums
+    ("vwap_volume", "<i8"),
+    ("rv_step", "<i8"),        # grid step of the last sample
+    ("rv_mid", "<f8"),         # the mid of that sample, NaN if it had none
+    ("pend_head", "<i8"),      # the oldest followed trade
     ("eff_sum", "<f8"),
     ("eff_bps_sum", "<f8"),
     ("realized_sum", "<f8"),
     ("impact_sum", "<f8"),
-    ("bar_end", "<i8", (L.MAX_BAR_INTERVALS,)),  # end of the open bar, 0 if none
-    ("bid_live", "<i8"),       # bit v: venue v has a bid
-    ("ask_live", "<i8"),
-    ("venue_bid", "<i8", (L.MAX_VENUES,)),  # each venue's best bid / offer price
-    ("venue_ask", "<i8", (L.MAX_VENUES,)),
 ]
 _size = np.dtype(_SYMBOL_FIELDS, align=True).itemsize
 SYMBOL_STATE = np.dtype(_SYMBOL_FIELDS + [("_pad", "u1", (-_size % L.CACHE_LINE,))], align=True)
@@ -353,7 +355,6 @@ def _apply_one(r, s, sym, p, ana, out, bars, signals, out_position, out_mask):
     t_prev = st.ts
     t = max(r.exch_ts, t_prev) if seen else r.exch_ts
     pb, pbq, pa, paq = st.bid_px, st.bid_qty, st.ask_px, st.ask_qty
-    prev_mid = _mid(pb, pbq, pa, paq)
 
     base = sym * ROW_WORDS
     lock = ana.words[base]
@@ -365,9 +366,11 @@ def _apply_one(r, s, sym, p, ana, out, bars, signals, out_position, out_mask):
     elif t > t_prev:
         _accumulate_time(st, row, t - t_prev, pb, pbq, pa, paq)
         if st.rv_next < t:
-            _sample_rv(ana.rv_step[s], ana.rv_sq[s], st, row, p.rv_interval, t, prev_mid)
+            _sample_rv(ana.rv_step[s], ana.rv_sq[s], st, row, p.rv_interval, t,
+                       _mid(pb, pbq, pa, paq))
     if st.pend_count > 0 and t > st.pend_due:
-        _resolve_impacts(ana.pend_i[s], ana.pend_mid[s], st, row, p.impact_delay, t, prev_mid)
+        _resolve_impacts(ana.pend_i[s], ana.pend_mid[s], st, row, p.impact_delay, t,
+                         _mid(pb, pbq, pa, paq))
 
     written = 0
     for k in range(L.MAX_BAR_INTERVALS):
@@ -378,16 +381,19 @@ def _apply_one(r, s, sym, p, ana, out, bars, signals, out_position, out_mask):
     out[(out_position + written) & out_mask] = r
     written += 1
 
+    vwap_changed = False
     if t >= st.vwap_end:
-        _advance_vwap(ana.vwap[s], st, p.vwap_bucket_ns, t)
+        vwap_changed = _advance_vwap(ana.vwap[s], st, p.vwap_bucket_ns, t)
     if t >= st.ofi_end:
         _advance_ofi(ana.ofi[s], st, p.ofi_bucket_ns, t)
     v = r.venue
     if r.kind == L.RES_TRADE:
-        _trade(r, st, row, p, ana, s, t, v, prev_mid)
-    row.rolling_volume = st.vwap_volume
-    row.rolling_vwap = (st.vwap_notional / st.vwap_volume / L.PRICE_SCALE
-                        if st.vwap_volume > 0 else np.nan)
+        _trade(r, st, row, p, ana, s, t, v, _mid(pb, pbq, pa, paq))
+        vwap_changed = True
+    if vwap_changed or not seen:
+        row.rolling_volume = st.vwap_volume
+        row.rolling_vwap = (st.vwap_notional / st.vwap_volume / L.PRICE_SCALE
+                            if st.vwap_volume > 0 else np.nan)
 
     bid, bq, ask, aq = r.bid_px, r.bid_qty, r.ask_px, r.ask_qty
     moved = not seen or bid != pb or bq != pbq or ask != pa or aq != paq
@@ -487,9 +493,11 @@ def _accumulate_time(st, row, dt, pb, pbq, pa, paq):
 
 @njit(cache=True, _nrt=False)
 def _advance_vwap(values, st, bucket_ns, t):
-    """Move the VWAP window's newest bucket to t's, expiring what falls out."""
+    """Move the VWAP window's newest bucket to t's, expiring what falls out; returns
+    whether the window's sums changed."""
     nb = values.shape[0]
     bucket = t // bucket_ns
+    volume = st.vwap_volume
     for b in range(max(st.vwap_bucket + 1, bucket - nb + 1), bucket + 1):
         slot = b % nb
         st.vwap_notional -= values[slot, 0]
@@ -498,6 +506,7 @@ def _advance_vwap(values, st, bucket_ns, t):
         values[slot, 1] = 0
     st.vwap_bucket = bucket
     st.vwap_end = (bucket + 1) * bucket_ns
+    return st.vwap_volume != volume
 
 
 @njit(cache=True, _nrt=False)
@@ -639,6 +648,8 @@ def _depth_metrics(r, row, depth_levels):
     for k in range(depth_levels):
         depth_bid += r.level_bid_qty[k]
         depth_ask += r.level_ask_qty[k]
+    if depth_bid == row.depth_bid and depth_ask == row.depth_ask and row.an_updates > 0:
+        return
     row.depth_bid = depth_bid
     row.depth_ask = depth_ask
     row.depth_imbalance = ((depth_bid - depth_ask) / (depth_bid + depth_ask)

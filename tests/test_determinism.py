@@ -5,7 +5,7 @@ import pytest
 import shmengine
 from shmengine.layout import RES_BAR, RES_CLEAR, RES_SIGNAL
 
-from conftest import cli, engine, wait_for
+from conftest import assert_same, cli, drained_stream, engine, wait_for
 
 WALL_CLOCK_RESULT = {"recv_ts", "proc_ts"}
 WALL_CLOCK_SNAPSHOT = {"last_recv_ts", "publish_ts"}
@@ -20,11 +20,7 @@ def _final_state(workers):
         with shmengine.attach(proc.name) as eng:
             wait_for(lambda: eng.state() == "stopped", 120, "the engine to drain")
             table = eng.table()
-            sub = eng.subscribe(from_position=0)
-            chunks = [sub.poll()]
-            while len(chunks[-1]):
-                chunks.append(sub.poll())
-            stream = np.concatenate(chunks)
+            stream = drained_stream(eng)
             assert eng.stats()["events"] == EVENTS
         cli("stop", proc.name, check=True)
     return table, stream
@@ -35,13 +31,6 @@ def runs():
     return {w: _final_state(w) for w in (1, 2, 3)}
 
 
-def _assert_same(a, b, wall, what):
-    """Every field but the wall-clock ones equal (NaN equal to NaN)."""
-    assert len(a) == len(b), what
-    for name in a.dtype.names:
-        if name not in wall:
-            assert np.array_equal(a[name], b[name], equal_nan=a[name].dtype.kind == "f"), \
-                f"{what}: field {name} differs"
 
 
 def _book_results(stream):
@@ -57,7 +46,7 @@ def test_stream_is_identical_for_1_2_3_workers(runs):
     assert (base["kind"] == RES_BAR).sum() > 100
     assert (base["kind"] == RES_SIGNAL).sum() > 10
     for w in (2, 3):
-        _assert_same(runs[w][1], base, WALL_CLOCK_RESULT, f"stream with {w} workers")
+        assert_same(runs[w][1], base, WALL_CLOCK_RESULT, f"stream with {w} workers")
 
 
 def test_table_is_identical_for_1_2_3_workers(runs):
@@ -67,7 +56,7 @@ def test_table_is_identical_for_1_2_3_workers(runs):
     assert (base["volume"] > 0).sum() > 100
     assert np.isfinite(base["microprice"]).sum() > 100
     for w in (2, 3):
-        _assert_same(runs[w][0], base, WALL_CLOCK_SNAPSHOT, f"table with {w} workers")
+        assert_same(runs[w][0], base, WALL_CLOCK_SNAPSHOT, f"table with {w} workers")
 
 
 def test_analytics_rows_are_as_of_the_last_event(runs):

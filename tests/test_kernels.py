@@ -24,7 +24,7 @@ from shmengine.book import apply as book_apply, new_book
 from shmengine.kernels import load, merge, new_user_kernels, stamp
 from shmengine.market import new_market
 
-from conftest import ROOT, cli, engine, segments_of, wait_for
+from conftest import ROOT, assert_same, cli, drained_stream, engine, segments_of, wait_for
 
 MOMENTUM = "examples/momentum.py:momentum"
 BLOCK_TRADES = "examples/block_trades.py:block_trades"
@@ -554,10 +554,7 @@ def _run_with_examples(workers):
         with shmengine.attach(proc.name) as eng:
             wait_for(lambda: eng.state() == "stopped", 120, "the engine to drain")
             table = eng.table()
-            sub = eng.subscribe(from_position=0)
-            chunks = [sub.poll()]
-            while len(chunks[-1]):
-                chunks.append(sub.poll())
+            stream = drained_stream(eng)
             stats = eng.stats()
         res = cli("stop", proc.name, check=True)
         assert f"engine {proc.name} stopped" in res.stdout
@@ -567,7 +564,7 @@ def _run_with_examples(workers):
         assert not segments_of(proc.name)
         for c in proc.children_at_start:
             assert not c.is_running() or c.status() == psutil.STATUS_ZOMBIE
-    return table, np.concatenate(chunks), stats
+    return table, stream, stats
 
 
 @pytest.fixture(scope="module")
@@ -642,22 +639,16 @@ def test_momentum_fields_are_near_the_mid(runs):
     np.testing.assert_array_equal(gap, (fast - slow) / slow * 1e4)
 
 
-def _assert_same(a, b, wall, what):
-    assert len(a) == len(b), what
-    for name in a.dtype.names:
-        if name not in wall:
-            assert np.array_equal(a[name], b[name], equal_nan=a[name].dtype.kind == "f"), \
-                f"{what}: field {name} differs"
 
 
 def test_one_and_two_workers_give_the_same_stream_and_table(runs):
     (t1, s1, _), (t2, s2, st2) = runs[1], runs[2]
     assert [p["role"] for p in st2["processes"]].count(L.ROLE_WORKER) == 2
     assert (s1["kind"] == L.RES_USER).sum() > 50
-    _assert_same(s2, s1, WALL_CLOCK_RESULT, "stream")
-    _assert_same(s2.view(L.USER_RECORD), s1.view(L.USER_RECORD), WALL_CLOCK_RESULT,
+    assert_same(s2, s1, WALL_CLOCK_RESULT, "stream")
+    assert_same(s2.view(L.USER_RECORD), s1.view(L.USER_RECORD), WALL_CLOCK_RESULT,
                  "stream as user records")
-    _assert_same(t2, t1, WALL_CLOCK_TABLE, "table")
+    assert_same(t2, t1, WALL_CLOCK_TABLE, "table")
 
 
 def test_second_start_with_kernels_reuses_the_worker_cache(runs):
