@@ -423,7 +423,17 @@ typedef struct shme_ana_header {
     uint32_t _pad0;
     int64_t bar_interval_ns[SHME_MAX_BAR_INTERVALS]; /* 0: not configured */
     int64_t depth_levels;
-    uint8_t _pad1[24];
+    int64_t vwap_window_ns; /* the run's analytics settings */
+    int64_t vwap_buckets;
+    int64_t ofi_window_ns;
+    int64_t ofi_buckets;
+    int64_t rv_interval_ns;
+    int64_t rv_samples;
+    int64_t impact_delay_ns;
+    int64_t impact_pending;
+    int64_t signal_ofi;        /* shares; 0: off */
+    double signal_spread_bps;  /* 0: off */
+    int64_t signal_crossed;    /* 0: off */
 } shme_ana_header;
 
 typedef struct shme_engine_info {
@@ -505,7 +515,7 @@ SHME_STATIC_ASSERT(offsetof(struct shme_analytics, seqlock) == 0,
                    "analytics seqlock is the first word");
 SHME_STATIC_ASSERT(offsetof(struct shme_analytics, mid) == 40, "analytics mid");
 SHME_STATIC_ASSERT(offsetof(struct shme_analytics, user) == 616, "analytics user");
-SHME_STATIC_ASSERT(sizeof(shme_ana_header) == 64, "ana header size");
+SHME_STATIC_ASSERT(sizeof(shme_ana_header) == 128, "ana header size");
 SHME_STATIC_ASSERT(SHME_ANA_HEADER_OFFSET + sizeof(shme_ana_header) <= SHME_ANA_ROWS_OFFSET,
                    "ana header fits before the rows");
 SHME_STATIC_ASSERT(sizeof(shme_engine_info) == 64, "engine info size");

@@ -39,9 +39,16 @@ class AnalyticsTable:
         hdr["n_symbols"] = n_symbols
         hdr["row_size"] = L.ANALYTICS_SIZE
         if params is not None:
+            p = params[0]
             hdr["enabled"] = 1
-            hdr["bar_interval_ns"] = params[0]["bar_interval"]
-            hdr["depth_levels"] = params[0]["depth_levels"]
+            hdr["bar_interval_ns"] = p["bar_interval"]
+            for name in ("depth_levels", "vwap_buckets", "ofi_buckets", "rv_samples",
+                         "impact_pending", "signal_ofi", "signal_spread_bps", "signal_crossed"):
+                hdr[name] = p[name]
+            hdr["vwap_window_ns"] = p["vwap_bucket_ns"] * p["vwap_buckets"]
+            hdr["ofi_window_ns"] = p["ofi_bucket_ns"] * p["ofi_buckets"]
+            hdr["rv_interval_ns"] = p["rv_interval"]
+            hdr["impact_delay_ns"] = p["impact_delay"]
         init_rows(seg.view(L.ANALYTICS_ROW, L.ANA_ROWS_OFFSET, n_symbols), np.arange(n_symbols))
         seg.mark_ready()
         return cls(seg)

@@ -172,6 +172,7 @@ class Engine:
             "crossed": int(hdr["crossed"]),
             "processes": [{f: row[f].item() for f in procs.dtype.names if not f.startswith("_")}
                           for row in procs],
+            "analytics": segs.ana.enabled,
             "latency_ns": pct,
             "latency_samples": count,
             "rings": [{"name": r.name, "capacity": r.capacity, "fill": r.fill(),

@@ -111,6 +111,11 @@ def cmd_status(args):
               f"drops {r['drops']:,}")
     pct = "  ".join(f"p{p:g} {v / 1000:,.1f}" for p, v in st["latency_ns"].items())
     print(f"latency receive -> snapshot (us): {pct}  ({st['latency_samples']:,} samples)")
+    workers = [p for p in st["processes"] if p["role"] == L.ROLE_WORKER]
+    counts = {k: sum(p[k] for p in workers)
+              for k in ("unknown_orders", "book_overflows", "bad_events", "user_dropped")}
+    print("workers: " + "  ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()))
+    print(f"analytics: {'on' if st['analytics'] else 'off'}")
     return 0
 
 

@@ -329,8 +329,19 @@ ANA_HEADER = np.dtype([
     ("_pad0", "<u4"),
     ("bar_interval_ns", "<i8", (MAX_BAR_INTERVALS,)),  # 0: not configured
     ("depth_levels", "<i8"),
-    ("_pad1", "u1", 24),
+    ("vwap_window_ns", "<i8"),   # the run's analytics settings (see analytics.py)
+    ("vwap_buckets", "<i8"),
+    ("ofi_window_ns", "<i8"),
+    ("ofi_buckets", "<i8"),
+    ("rv_interval_ns", "<i8"),
+    ("rv_samples", "<i8"),
+    ("impact_delay_ns", "<i8"),
+    ("impact_pending", "<i8"),
+    ("signal_ofi", "<i8"),         # shares; 0: off
+    ("signal_spread_bps", "<f8"),  # 0: off
+    ("signal_crossed", "<i8"),     # 0: off
 ], align=True)
+assert ANA_HEADER.itemsize == 2 * CACHE_LINE
 ANA_HEADER_OFFSET = 64
 ANA_ROWS_OFFSET = 256
 assert ANA_HEADER_OFFSET + ANA_HEADER.itemsize <= ANA_ROWS_OFFSET

@@ -54,6 +54,7 @@ def test_attach_follow_and_stop():
         assert sym in res.stdout and "bid" in res.stdout and "microprice" in res.stdout
         res = cli("status", name, check=True)
         assert "worker 1" in res.stdout and "latency" in res.stdout
+        assert "analytics: on" in res.stdout and "user dropped 0" in res.stdout
         res = cli("list", check=True)
         assert name in res.stdout and "running" in res.stdout
         res = cli("stop", name, check=True)
