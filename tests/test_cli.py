@@ -32,9 +32,40 @@ def _one_line_error(res, *needles):
     (["--ring-capacity", "1000"], "ring_capacity must be a power of two"),
     (["--save-snapshot", "out.csv"], "save_snapshot must end in .npy or .parquet"),
     (["--name", "bad/name"], "bad engine name"),
+    (["--bars", "1s,2s,3s"], "bar_intervals takes at most 2 durations"),
+    (["--bars", "soon"], "bar_intervals must be a duration such as 250ms"),
+    (["--bars=-1s"], "bar_intervals must be a duration"),
+    (["--signal-spread-bps", "-1"], "signal_spread_bps must be >= 0"),
+    (["--signal-ofi", "-5"], "signal_ofi must be between 0 and"),
+    (["--kernel", "examples/momentum.py:momentum", "--no-analytics"],
+     "kernels need analytics = true"),
 ])
 def test_bad_run_values(args, needle):
     _one_line_error(cli("run", *args), needle)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('vwap_window = "10s"\nvwap_buckets = 3\n', "vwap_window (10000000000 ns) must divide"),
+    ('ofi_window = "fast"\n', "ofi_window must be a duration"),
+    ("rv_samples = 0\n", "rv_samples must be between 1 and"),
+    ("depth_levels = 6\n", "depth_levels must be between 1 and 5"),
+    ('impact_delay = "0s"\n', "impact_delay must be a positive duration"),
+    ("kernel_state = 0\n", "kernel_state must be between 1 and"),
+    ("kernels = 5\n", "kernels must be a list"),
+    ("analytics = 1\n", "analytics must be true or false"),
+])
+def test_bad_analytics_config(tmp_path, text, needle):
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(text)
+    _one_line_error(cli("run", cfg), needle)
+
+
+def test_analytics_durations_parse():
+    cfg = load(None, {"bar_intervals": "250ms,1m", "vwap_window": "2h", "vwap_buckets": 120,
+                      "ofi_window": 0.5, "ofi_buckets": 5, "impact_delay": "1500us"})
+    assert cfg.bar_intervals == [250_000_000, 60_000_000_000]
+    assert cfg.vwap_window == 7_200_000_000_000 and cfg.ofi_window == 500_000_000
+    assert cfg.impact_delay == 1_500_000
 
 
 def test_bad_flag_is_a_usage_error():
