@@ -196,6 +196,9 @@ def format_analytics(row, n_venues, bar_intervals):
                          f"H {fmt_price(row['bar_high'][k])} L {fmt_price(row['bar_low'][k])} "
                          f"C {fmt_price(row['bar_close'][k])} V {int(row['bar_volume'][k]):,}")
     lines.append(f"    signals: {', '.join(signals) if signals else 'none'}")
+    user = row["user"]
+    if user.any():
+        lines.append("    user: " + "  ".join(f"[{k}] {v:.6g}" for k, v in enumerate(user)))
     return lines
 
 

@@ -144,3 +144,20 @@ def test_half_built_segment(engine_name):
 def test_list_with_nothing_running_is_not_an_error():
     res = cli("list", check=True)
     assert res.returncode == 0
+
+
+def test_snapshot_text_shows_analytics_and_user_fields():
+    import numpy as np
+    from shmengine.cli import format_row
+    from shmengine.table import TABLE
+    row = np.zeros(1, TABLE)[0]
+    row["mid"], row["spread_bps"], row["microprice"] = 100.01, 2.0, 100.012
+    row["bar_start"] = [-1, 0]
+    row["bar_close"][1] = 100_0100
+    row["signals"] = 1 << L.SIG_CROSSED
+    row["user"][2] = 1.5
+    text = format_row(row, "AAPL", 2, [1_000_000_000, 60_000_000_000])
+    assert "mid 100.0100" in text and "microprice 100.0120" in text
+    assert "bar 1s: none open" in text and "bar 60s open:" in text and "C 100.0100" in text
+    assert "signals: crossed" in text and "[2] 1.5" in text
+    assert "analytics" not in format_row(row, "AAPL", 2, None)
