@@ -5,8 +5,8 @@
 The synthetic market's events (the engine's default source) are laid in an
 event ring. "books" runs the book kernel over them in batches of 1024,
 writing results into a result ring, as a worker without analytics does.
-"analytics" runs the book kernel into a private staging array and the
-analytics kernel from there into the ring, as a worker with analytics does
+"analytics" runs the same kernel applying the analytics to each result as it
+writes it, as a worker with analytics does
 (bars 1s and 1m, VWAP, OFI, realized volatility, market quality, signals:
 the engine's defaults). Runs alternate between the two in one process, each
 from a fresh state, pinned to one CPU; figures are CPU time per event, medians
@@ -38,21 +38,18 @@ def _books(ring, n_events, book, out, counters):
     written = 0
     for start in range(0, n_events, BATCH):
         written += process(ring, start, min(BATCH, n_events - start), mask, book, out,
-                           written, out_mask, 0, counters)
+                           written, out_mask, 0, counters, None, None, None)
     return written
 
 
 @njit(cache=True)
-def _with_analytics(ring, n_events, book, staging, ana, out, bars, signals, counters):
+def _with_analytics(ring, n_events, book, ana, out, bars, signals, counters):
     mask = ring.shape[0] - 1
     out_mask = out.shape[0] - 1
-    staging_mask = staging.shape[0] - 1
     written = 0
     for start in range(0, n_events, BATCH):
-        k = process(ring, start, min(BATCH, n_events - start), mask, book, staging, 0,
-                    staging_mask, 0, counters)
-        written += analytics.process(staging, 0, k, staging_mask, ana, out, bars, signals,
-                                     written, out_mask)
+        written += process(ring, start, min(BATCH, n_events - start), mask, book, out,
+                           written, out_mask, 0, counters, ana, bars, signals)
     return written
 
 
@@ -67,13 +64,12 @@ def run_once(kind, ring, n_events, n_symbols, n_venues):
     book, ana = _fresh(n_symbols, n_venues)
     out = np.zeros(RING, RESULT)
     counters = np.zeros(N_COUNTERS, np.int64)
-    staging = np.zeros(BATCH, RESULT)
     t = time.thread_time()
     if kind == "books":
         written = _books(ring, n_events, book, out, counters)
     else:
-        written = _with_analytics(ring, n_events, book, staging, ana, out,
-                                  out.view(BAR_RECORD), out.view(SIGNAL_RECORD), counters)
+        written = _with_analytics(ring, n_events, book, ana, out, out.view(BAR_RECORD),
+                                  out.view(SIGNAL_RECORD), counters)
     return time.thread_time() - t, written
 
 

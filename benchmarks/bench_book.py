@@ -157,7 +157,7 @@ def _run_kernel(ring, n_events, book, out, counters):
     written = 0
     for start in range(0, n_events, BATCH):
         written += process(ring, start, min(BATCH, n_events - start), mask, book, out,
-                           written, out_mask, 0, counters)
+                           written, out_mask, 0, counters, None, None, None)
     return written
 
 

@@ -292,27 +292,34 @@ def process(results, position, n, mask, ana, out, bars, signals, out_position, o
     ``bars`` and ``signals`` are ``out`` viewed as BAR_RECORD and
     SIGNAL_RECORD. Every input record goes to ``out`` with its bar closes
     before it and its signals after; returns how many records were written
-    (at most n * (1 + MAX_EXTRA)).
+    (at most n * (1 + MAX_EXTRA)). The book kernel does the same as it
+    writes each result (``apply_at``), without this pass's copy.
     """
     written = 0
-    p = ana.params[0]
     for i in range(n):
         if i + _PREFETCH_AHEAD < n:
-            _prefetch_symbol(results[(position + i + _PREFETCH_AHEAD) & mask], ana)
-        r = results[(position + i) & mask]
-        kind = r.kind
-        s = -1
-        sym = np.int64(r.symbol)
-        if kind == L.RES_QUOTE or kind == L.RES_TRADE or kind == L.RES_CLEAR:
-            if sym < ana.local_index.shape[0]:
-                s = ana.local_index[sym]
-        if s < 0:
-            out[(out_position + written) & out_mask] = r
-            written += 1
-        else:
-            written += _apply_one(r, s, sym, p, ana, out, bars, signals, out_position + written,
-                                  out_mask)
+            prefetch_symbol(np.int64(results[(position + i + _PREFETCH_AHEAD) & mask].symbol),
+                            ana)
+        out[(out_position + written) & out_mask] = results[(position + i) & mask]
+        written += apply_at(out, bars, signals, out_position + written, out_mask, ana)
     return written
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def apply_at(out, bars, signals, position, mask, ana):
+    """Apply the result at ``out[position & mask]``, in place; returns the records it
+    now takes: its bar closes before it (it moves up), itself, its signals after."""
+    r = out[position & mask]
+    kind = r.kind
+    if kind != L.RES_QUOTE and kind != L.RES_TRADE and kind != L.RES_CLEAR:
+        return 1
+    sym = np.int64(r.symbol)
+    if sym >= ana.local_index.shape[0]:
+        return 1
+    s = ana.local_index[sym]
+    if s < 0:
+        return 1
+    return _apply_one(s, sym, ana.params[0], ana, out, bars, signals, position, mask)
 
 
 _PREFETCH_AHEAD = 8  # results between prefetching a symbol's state and using it
@@ -321,10 +328,9 @@ _ROW_LINES = 6        # the lines of a row that every result writes
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _prefetch_symbol(r, ana):
-    """Start loading the state and row of an upcoming result's symbol."""
-    sym = np.int64(r.symbol)
-    if sym >= ana.local_index.shape[0]:
+def prefetch_symbol(sym, ana):
+    """Start loading the analytics state and row of an upcoming symbol."""
+    if sym < 0 or sym >= ana.local_index.shape[0]:
         return
     s = ana.local_index[sym]
     if s < 0:
@@ -348,7 +354,8 @@ def _mid(bid_px, bid_qty, ask_px, ask_qty):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _apply_one(r, s, sym, p, ana, out, bars, signals, out_position, out_mask):
+def _apply_one(s, sym, p, ana, out, bars, signals, out_position, out_mask):
+    r = out[out_position & out_mask]
     st = ana.state[s]
     row = ana.rows[sym]
     seen = st.seen != 0
@@ -372,14 +379,21 @@ def _apply_one(r, s, sym, p, ana, out, bars, signals, out_position, out_mask):
         _resolve_impacts(ana.pend_i[s], ana.pend_mid[s], st, row, p.impact_delay, t,
                          _mid(pb, pbq, pa, paq))
 
-    written = 0
+    closes = 0
     for k in range(L.MAX_BAR_INTERVALS):
         if st.bar_end[k] != 0 and t >= st.bar_end[k]:
-            _write_bar(bars[(out_position + written) & out_mask], r, row, k, p.bar_interval[k])
-            written += 1
-            _clear_bar(st, row, k)
-    out[(out_position + written) & out_mask] = r
-    written += 1
+            closes += 1
+    if closes:  # rare: the result moves up to make room for the bars before it
+        out[(out_position + closes) & out_mask] = r
+        r = out[(out_position + closes) & out_mask]
+        written = 0
+        for k in range(L.MAX_BAR_INTERVALS):
+            if st.bar_end[k] != 0 and t >= st.bar_end[k]:
+                _write_bar(bars[(out_position + written) & out_mask], r, row, k,
+                           p.bar_interval[k])
+                written += 1
+                _clear_bar(st, row, k)
+    written = closes + 1
 
     vwap_changed = False
     if t >= st.vwap_end:

@@ -8,7 +8,7 @@ and it turns each batch of EVENT records into RESULT records::
     book = new_book(np.array([3, 7]), n_venues=4, n_symbols_total=10)
     results = apply(book, events)                   # plain arrays
     written = process(in_slots, in_position, n, in_mask, book,
-                      out_slots, out_position, out_mask, now_ns, counters)
+                      out_slots, out_position, out_mask, now_ns, counters, None, None, None)
 
 ``process`` is the kernel a worker calls on its rings: it reads event i of the
 batch from ``in_slots[(in_position + i) & in_mask]``, writes result j to
@@ -46,6 +46,7 @@ import collections
 import numpy as np
 from numba import njit
 
+from . import analytics
 from .atomics import prefetch
 from .layout import (
     EV_ADD, EV_CANCEL, EV_CLEAR, EV_DELETE, EV_END, EV_EXECUTE, EV_EXECUTE_PRICE,
@@ -188,10 +189,13 @@ def new_book(symbols, n_venues, n_symbols_total, max_levels=64, max_orders=1 << 
 
 @njit(cache=True, _nrt=False)
 def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, proc_ts,
-            counters):
+            counters, ana, bars, signals):
     """Apply n events from a ring of EVENT slots; write results to a ring of RESULT slots.
 
-    Returns the number of results written (at most n).
+    ``ana`` is None, or the analytics state (``analytics.new_analytics``) to
+    apply to each result as it is written, with ``bars`` and ``signals`` the
+    output viewed as BAR_RECORD and SIGNAL_RECORD. Returns the number of
+    records written: at most n, or n * (1 + analytics.MAX_EXTRA) with analytics.
     """
     local_index = book.local_index
     orders = book.orders
@@ -207,8 +211,10 @@ def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, 
     written = 0
     for i in range(n):
         if i + _PREFETCH_AHEAD < n:
-            _prefetch_order(events[(ev_position + i + _PREFETCH_AHEAD) & ev_mask], orders,
-                            order_info)
+            ahead = events[(ev_position + i + _PREFETCH_AHEAD) & ev_mask]
+            _prefetch_order(ahead, orders, order_info)
+            if ana is not None:
+                analytics.prefetch_symbol(np.int64(ahead["symbol"]), ana)
         ev = events[(ev_position + i) & ev_mask]
         etype = ev["type"]
         if etype == EV_WATERMARK or etype == EV_END:
@@ -261,7 +267,11 @@ def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, 
         j = (out_position + written) & out_mask
         out[j] = quotes[s]
         _stamp_result(out[j], ev, kind, venue, side, s, levels, n_levels, proc_ts)
-        written += 1
+        if ana is not None:
+            written += analytics.apply_at(out, bars, signals, out_position + written, out_mask,
+                                          ana)
+        else:
+            written += 1
     return written
 
 
@@ -855,7 +865,7 @@ def apply(book, events, proc_ts=0):
         batch = events[start:start + chunk]
         slots[:len(batch)] = batch
         written = process(slots, 0, len(batch), chunk - 1, book, out, 0, chunk - 1,
-                          int(proc_ts), book.counters)
+                          int(proc_ts), book.counters, None, None, None)
         parts.append(out[:written].copy())
     return np.concatenate(parts)
 

@@ -1,12 +1,11 @@
 """Worker: owns a partition of symbols and all their book state.
 
 The loop takes a batch from its input ring, runs the book kernel over it,
-releases the input and publishes the output. Without analytics the book
-writes its results straight into the output ring; with them it writes into a
-private staging array, and the analytics kernel copies them on with the bar
-closes and signals they cause; with user kernels too, the analytics kernel
-writes into a second staging array, the user kernels read it, and ``merge``
-copies it and their records on. It stops after forwarding END.
+releases the input and publishes the output. The book kernel writes its
+results straight into the output ring, applying the analytics to each as it
+writes it (bar closes and signals join the stream there); with user kernels
+it writes into a private staging array instead, the user kernels read it,
+and ``merge`` copies it and their records on. It stops after forwarding END.
 """
 import collections
 
@@ -22,22 +21,21 @@ from .ring import CONSUMER, PRODUCER, await_readable, await_room, publish, relea
 DONE = 1
 MORE = 0
 
-# private arrays a batch passes through on its way to the output ring
+# The private array a batch passes through when user kernels read it before
+# it goes to the output ring.
 Stage = collections.namedtuple("Stage", [
-    "results",   # RESULT[>= batch]: the book's results
-    "records",   # RESULT[>= batch * (1 + MAX_EXTRA)]: with bars and signals (user kernels)
+    "records",   # RESULT[>= batch * (1 + MAX_EXTRA)]: results, bars and signals
     "bars",      # records viewed as BAR_RECORD
     "signals",   # records viewed as SIGNAL_RECORD
 ])
 
 
 def new_stage(batch, user_kernels):
-    """Staging for batches of up to ``batch`` events; the second array only with user kernels."""
-    size = 1 << max(batch - 1, 1).bit_length()
-    n_records = 1 << (size * (1 + analytics.MAX_EXTRA) - 1).bit_length() if user_kernels else 1
-    records = np.zeros(n_records, L.RESULT)
-    return Stage(np.zeros(size, L.RESULT), records, records.view(L.BAR_RECORD),
-                 records.view(L.SIGNAL_RECORD))
+    """Staging for batches of up to ``batch`` events (a token one without user kernels)."""
+    n = batch * (1 + analytics.MAX_EXTRA) if user_kernels else 1
+    records = np.zeros(1 << max(n - 1, 1).bit_length(), L.RESULT)
+    return Stage(records, records.view(L.BAR_RECORD), records.view(L.SIGNAL_RECORD))
+
 
 # worker control words (private int64 array)
 C_HEAD = 0
@@ -59,10 +57,8 @@ def run(book, ana, ana_on, user, uk, stage, in_hdr, in_hdr32, in_slots, in_mask,
     out_capacity = out_mask + 1
     per_event = 1 + analytics.MAX_EXTRA if ana_on else 1  # most records an event may cause
     reserve = uk.outs.shape[0] * uk.outs.shape[1] if user is not None else 0
-    staging = stage.results
+    staging = stage.records
     staging_mask = staging.shape[0] - 1
-    staging2 = stage.records
-    staging2_mask = staging2.shape[0] - 1
     dropped = ctl[C_USER_DROPPED:C_USER_DROPPED + 1]
     now = monotonic_ns()
     deadline = now + budget_ns
@@ -87,22 +83,18 @@ def run(book, ana, ana_on, user, uk, stage, in_hdr, in_hdr32, in_slots, in_mask,
             continue
         n = min(tail - head, batch, (room - reserve) // per_event)
         if ana_on and user is not None:
-            k = process(in_slots, head, n, in_mask, book, staging, 0, staging_mask, now,
-                        counters)
-            m = analytics.process(staging, 0, k, staging_mask, ana, staging2, stage.bars,
-                                  stage.signals, 0, staging2_mask)
-            user(staging2, m, uk.rows, uk.states, uk.fields, uk.outs, uk.counts)
-            produced = kernels.merge(staging2, m, uk, ana.local_index, ana.rows, ana.words,
+            m = process(in_slots, head, n, in_mask, book, staging, 0, staging_mask, now,
+                        counters, ana, stage.bars, stage.signals)
+            user(staging, m, uk.rows, uk.states, uk.fields, uk.outs, uk.counts)
+            produced = kernels.merge(staging, m, uk, ana.local_index, ana.rows, ana.words,
                                      out_slots, out_user, out_tail, out_mask, dropped)
             p.user_dropped = dropped[0]
         elif ana_on:
-            k = process(in_slots, head, n, in_mask, book, staging, 0, staging_mask, now,
-                        counters)
-            produced = analytics.process(staging, 0, k, staging_mask, ana, out_slots, out_bars,
-                                         out_signals, out_tail, out_mask)
+            produced = process(in_slots, head, n, in_mask, book, out_slots, out_tail, out_mask,
+                               now, counters, ana, out_bars, out_signals)
         else:
             produced = process(in_slots, head, n, in_mask, book, out_slots, out_tail, out_mask,
-                               now, counters)
+                               now, counters, None, None, None)
         last_type = in_slots[(head + n - 1) & in_mask].type
         ctl[C_HEAD] = head + n
         release(in_hdr, in_hdr32, head + n)

@@ -85,7 +85,7 @@ class Pair:
         proc_ts = 10 * self.ev_position + 7
         self.ring[self.ev_position & 7] = ev
         written = B.process(self.ring, self.ev_position, 1, 7, self.book, self.out,
-                            self.out_position, 3, proc_ts, self.counters)
+                            self.out_position, 3, proc_ts, self.counters, None, None, None)
         self.ev_position += 1
         want = self.naive.apply(ev, proc_ts)
         assert written == (want is not None), (ev, want)
@@ -627,7 +627,7 @@ def test_results_wrap_around_a_small_ring():
         for i, ev in enumerate(batch):
             ring[(ev_position + i) & 3] = ev
         written = B.process(ring, ev_position, len(batch), 3, book, out, out_position, 7, 5,
-                            counters)
+                            counters, None, None, None)
         results += [out[(out_position + j) & 7].copy() for j in range(written)]
         ev_position += len(batch)
         out_position += written
