@@ -235,10 +235,17 @@ def prepare(specs, trial_batch, n_symbols, kernel_state, batch):
 def _try(specs, funcs, records, rows, n_symbols, kernel_state, batch):
     """Run each kernel on the trial records, then all through one pass; returns the pass."""
     from numba.core.types import Integer
-    for spec, func in zip(specs, funcs):
+    for i, (spec, func) in enumerate(zip(specs, funcs)):
         uk = new_user_kernels(1, n_symbols, kernel_state, batch, rows)
+        args = (records, len(records), uk.rows, uk.states[0], uk.fields, uk.outs[0])
         try:
-            func(records, len(records), uk.rows, uk.states[0], uk.fields, uk.outs[0])
+            try:
+                func(*args)
+            except ImportError:
+                # numba's cache of this file was written when it was imported under
+                # another module name, and cannot be loaded under this one: compile anew.
+                func = funcs[i] = njit(func.py_func)
+                func(*args)
         except Exception as exc:
             if _is_compile_error(exc) or not func.signatures:
                 raise KernelError(f"kernel {spec!r} does not compile: {_reason(exc)}") from None

@@ -690,3 +690,13 @@ def test_a_kernel_file_cached_one_way_loads_the_other(tmp_path, first, then):
     assert os.listdir(tmp_path / "__pycache__"), "nothing cached"
     res = _call_kernel(then, tmp_path)
     assert res.returncode == 0 and "ok 0" in res.stdout, res.stderr[-300:]
+
+
+def test_a_kernel_named_as_a_module_runs_after_the_file_form():
+    """The same file as examples/momentum.py:momentum and as examples.momentum:momentum:
+    numba's cache of one form must not stop the other."""
+    for spec in ("examples/momentum.py:momentum", "examples.momentum:momentum"):
+        res = cli("run", "--name", f"tk{uuid.uuid4().hex[:10]}", "--symbols", 50,
+                  "--events", 20_000, "--kernel", spec, timeout=180)
+        assert res.returncode == 0, res.stderr
+        assert "20,000 events" in res.stdout
