@@ -32,18 +32,8 @@ RING = 1 << 13  # result ring slots, as the engine's default
 
 
 @njit(cache=True)
-def _books(ring, n_events, book, out, counters):
-    mask = ring.shape[0] - 1
-    out_mask = out.shape[0] - 1
-    written = 0
-    for start in range(0, n_events, BATCH):
-        written += process(ring, start, min(BATCH, n_events - start), mask, book, out,
-                           written, out_mask, 0, counters, None, None, None)
-    return written
-
-
-@njit(cache=True)
-def _with_analytics(ring, n_events, book, ana, out, bars, signals, counters):
+def _run(ring, n_events, book, out, counters, ana, bars, signals):
+    """The worker's book kernel over the ring in batches; ``ana`` None: books only."""
     mask = ring.shape[0] - 1
     out_mask = out.shape[0] - 1
     written = 0
@@ -66,10 +56,10 @@ def run_once(kind, ring, n_events, n_symbols, n_venues):
     counters = np.zeros(N_COUNTERS, np.int64)
     t = time.thread_time()
     if kind == "books":
-        written = _books(ring, n_events, book, out, counters)
+        written = _run(ring, n_events, book, out, counters, None, None, None)
     else:
-        written = _with_analytics(ring, n_events, book, ana, out, out.view(BAR_RECORD),
-                                  out.view(SIGNAL_RECORD), counters)
+        written = _run(ring, n_events, book, out, counters, ana, out.view(BAR_RECORD),
+                       out.view(SIGNAL_RECORD))
     return time.thread_time() - t, written
 
 
