@@ -243,7 +243,9 @@ typedef struct shme_result {
     uint8_t bid_venue;
     uint8_t ask_venue;
     uint8_t side; /* of the order the event touched; of the resting order on a trade */
-    uint8_t _pad0[5];
+    uint8_t bid_venues; /* bit v: venue v's best bid is the consolidated best bid */
+    uint8_t ask_venues;
+    uint8_t _pad0[3];
     int64_t last_px;
     int64_t last_qty;
     int64_t volume;

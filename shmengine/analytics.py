@@ -26,10 +26,9 @@ levels; P is the state after the symbol's previous result, if any):
 * Time: dt = t - t_P (0 for the first result).
   time_total += dt; time_locked / time_crossed += dt when P's quote was
   locked / crossed; for each venue v, venue_time_at_bid[v] += dt when P's
-  quote had bid_qty > 0 and venue v's best bid (as last reported, below) was
-  at P's bid_px with qty > 0; likewise venue_time_at_ask. A venue's best bid
-  and offer are those of the last result whose event was on that venue
-  (venue_bid_px/qty, venue_ask_px/qty), zero before any.
+  quote had bid_qty > 0 and bit v of P's ``bid_venues`` is set (the book
+  sets it for each venue whose best bid is the consolidated best bid);
+  likewise venue_time_at_ask with ``ask_venues``.
 * Quote metrics after the result, with (Pb, Qb, Pa, Qa) its best bid/offer:
   mid = (Pb + Pa) / 2; spread = Pa - Pb; spread_bps = spread / mid * 1e4;
   microprice = (Pb Qa + Pa Qb) / (Qa + Qb); imbalance = (Qb - Qa) / (Qb + Qa);
@@ -127,7 +126,7 @@ _SYMBOL_FIELDS = [
     ("bid_qty", "<i8"),
     ("ask_px", "<i8"),
     ("ask_qty", "<i8"),
-    ("at_bid", "<i8"),         # bit v: venue v's bid is at that quote's best bid
+    ("at_bid", "<i8"),         # that quote's bid_venues and ask_venues
     ("at_ask", "<i8"),
     ("vwap_end", "<i8"),       # end of the VWAP window's newest bucket
     ("ofi_end", "<i8"),
@@ -139,13 +138,9 @@ _SYMBOL_FIELDS = [
     ("sig_ofi", "<i8"),        # signal states
     ("sig_spread", "<i8"),
     ("sig_crossed", "<i8"),
-    ("bid_live", "<i8"),       # bit v: venue v has a bid
-    ("ask_live", "<i8"),
     ("ofi_bucket", "<i8"),
     ("ofi_slot", "<i8"),       # that bucket's slot: ofi_bucket % ofi_buckets
     ("vwap_bucket", "<i8"),
-    ("venue_bid", "<i8", (L.MAX_VENUES,)),  # each venue's best bid / offer price
-    ("venue_ask", "<i8", (L.MAX_VENUES,)),
     # what trades, window moves and grid steps need
     ("vwap_notional", "<i8"),  # the VWAP window's sums
     ("vwap_volume", "<i8"),
@@ -441,7 +436,8 @@ def _apply_one(s, sym, p, ana, out, bars, signals, out_position, out_mask):
     st.bid_qty = bq
     st.ask_px = ask
     st.ask_qty = aq
-    _venue_state(st, r, v, p.n_venues, moved)
+    st.at_bid = r.bid_venues if bq > 0 else 0
+    st.at_ask = r.ask_venues if aq > 0 else 0
     return written
 
 
@@ -454,30 +450,6 @@ def _first(st, p, t):
     st.ofi_slot = st.ofi_bucket % p.ofi_buckets
     st.ofi_end = (st.ofi_bucket + 1) * p.ofi_bucket_ns
     st.rv_next = -((-t) // p.rv_interval) * p.rv_interval
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def _venue_state(st, r, v, n_venues, moved):
-    """Record the event's venue's best levels; find the venues at the new best."""
-    bit = 1 << v
-    bid_live = (st.bid_live | bit) if r.venue_bid_qty > 0 else (st.bid_live & ~bit)
-    ask_live = (st.ask_live | bit) if r.venue_ask_qty > 0 else (st.ask_live & ~bit)
-    if (not moved and bid_live == st.bid_live and ask_live == st.ask_live
-            and st.venue_bid[v] == r.venue_bid_px and st.venue_ask[v] == r.venue_ask_px):
-        return  # nothing the masks depend on changed
-    st.venue_bid[v] = r.venue_bid_px
-    st.venue_ask[v] = r.venue_ask_px
-    st.bid_live = bid_live
-    st.ask_live = ask_live
-    at_bid = 0
-    at_ask = 0
-    for u in range(n_venues):
-        if st.bid_qty > 0 and (st.bid_live >> u) & 1 and st.venue_bid[u] == st.bid_px:
-            at_bid |= 1 << u
-        if st.ask_qty > 0 and (st.ask_live >> u) & 1 and st.venue_ask[u] == st.ask_px:
-            at_ask |= 1 << u
-    st.at_bid = at_bid
-    st.at_ask = at_ask
 
 
 @njit(cache=True, _nrt=False, inline="always")

@@ -740,27 +740,30 @@ def _quote_rebuild(levels, n_levels, quotes, depth, s, side):
 
 @njit(cache=True, _nrt=False, inline="always")
 def _quote_best(levels, n_levels, quotes, depth, s, side, reshaped):
-    """Refresh the quote's best price, qty and (when reshaped) venue from its depth."""
+    """Refresh the quote's best price, qty and (when reshaped) venues from its depth."""
     q = quotes[s]
     px, qty = _side_depth(q, side)
     best_venue = NO_VENUE
+    at_best = 0
     if reshaped and depth[s, side] > 0:
         best = px[0] if side == SIDE_BID else -px[0]
-        for venue in range(n_levels.shape[1]):
+        for venue in range(n_levels.shape[1] - 1, -1, -1):
             n = n_levels[s, venue, side]
             if n > 0 and levels[s, venue, side, n - 1, KEY] == best:
                 best_venue = venue
-                break
+                at_best |= 1 << venue
     if side == SIDE_BID:
         q["bid_px"] = px[0]
         q["bid_qty"] = qty[0]
         if reshaped:
             q["bid_venue"] = best_venue
+            q["bid_venues"] = at_best
     else:
         q["ask_px"] = px[0]
         q["ask_qty"] = qty[0]
         if reshaped:
             q["ask_venue"] = best_venue
+            q["ask_venues"] = at_best
 
 
 # ---------------------------------------------------------------------------
@@ -816,6 +819,8 @@ def _write_marker(r, ev, kind, proc_ts):
     r["bid_venue"] = 0
     r["ask_venue"] = 0
     r["side"] = 0
+    r["bid_venues"] = 0
+    r["ask_venues"] = 0
     r["last_px"] = 0
     r["last_qty"] = 0
     r["volume"] = 0
@@ -900,7 +905,8 @@ def venue_levels(book, symbol, venue, side):
     return sign * ladder[:, KEY], ladder[:, QTY].copy(), ladder[:, COUNT].copy()
 
 
-_QUOTE_FIELDS = ("bid_px", "bid_qty", "bid_venue", "ask_px", "ask_qty", "ask_venue")
+_QUOTE_FIELDS = ("bid_px", "bid_qty", "bid_venue", "bid_venues", "ask_px", "ask_qty",
+                 "ask_venue", "ask_venues")
 _DEPTH_FIELDS = ("level_bid_px", "level_bid_qty", "level_ask_px", "level_ask_qty")
 
 

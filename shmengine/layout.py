@@ -152,7 +152,9 @@ RESULT = np.dtype([
     ("bid_venue", "u1"),       # venue at the best bid (lowest id on ties), NO_VENUE if none
     ("ask_venue", "u1"),
     ("side", "u1"),            # side of the order the event touched; of the resting order on a trade
-    ("_pad0", "u1", 5),
+    ("bid_venues", "u1"),      # bit v: venue v's best bid is the consolidated best bid
+    ("ask_venues", "u1"),
+    ("_pad0", "u1", 3),
     ("last_px", "<i8"),
     ("last_qty", "<i8"),
     ("volume", "<i8"),         # cumulative printed volume of the symbol

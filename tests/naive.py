@@ -80,6 +80,7 @@ class NaiveBook:
             top[f"{name}_px"] = prices[0] if prices else 0
             top[f"{name}_qty"] = qty_at[prices[0]] if prices else 0
             top[f"{name}_venue"] = min(venues_at[prices[0]]) if prices else NO_VENUE
+            top[f"{name}_venues"] = sum(1 << v for v in set(venues_at[prices[0]])) if prices else 0
         flags = 0
         if top["bid_qty"] and top["ask_qty"]:
             if top["bid_px"] == top["ask_px"]:

@@ -94,7 +94,8 @@ class SymbolHistory:
     def __init__(self, symbol, n_intervals):
         self.symbol = symbol
         self.quotes = []           # (t, Quote) of every result
-        self.venue_bbo = {}        # venue -> (bid_px, bid_qty, ask_px, ask_qty)
+        self.bid_venues = 0        # P's venues at the best bid / offer (bit masks)
+        self.ask_venues = 0
         self.tape = {"t": [], "px": [], "qty": [], "venue": []}  # every print, as columns
         self.flow = {"t": [], "e": []}                            # every OFI term e
         self.samples = {}          # grid index -> mid (NaN: missing)
@@ -181,8 +182,7 @@ class NaiveAnalytics:
         bar_records = self._roll_bars(h, r, t, is_trade)
         h.flow["t"].append(t)
         h.flow["e"].append(ofi_term(p, q))
-        h.venue_bbo[int(r["venue"])] = (int(r["venue_bid_px"]), int(r["venue_bid_qty"]),
-                                        int(r["venue_ask_px"]), int(r["venue_ask_qty"]))
+        h.bid_venues, h.ask_venues = int(r["bid_venues"]), int(r["ask_venues"])
         h.quotes.append((t, q))
         h.last_seq = int(r["seq"])
         h.clock = t
@@ -205,10 +205,10 @@ class NaiveAnalytics:
             h.time_locked += dt
         if p.crossed:
             h.time_crossed += dt
-        for v, (bpx, bqty, apx, aqty) in h.venue_bbo.items():
-            if p.bid_qty > 0 and bqty > 0 and bpx == p.bid_px:
+        for v in range(8):
+            if p.bid_qty > 0 and h.bid_venues >> v & 1:
                 h.time_at_bid[v] += dt
-            if p.ask_qty > 0 and aqty > 0 and apx == p.ask_px:
+            if p.ask_qty > 0 and h.ask_venues >> v & 1:
                 h.time_at_ask[v] += dt
 
     def _take_samples(self, h, t, t_p, p):

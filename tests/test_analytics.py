@@ -241,6 +241,7 @@ class Tape:
     def __init__(self):
         self.records = []
         self.volume = {}
+        self.venue_bbo = {}  # (symbol, venue) -> last reported (bid, ask), as the book keeps them
 
     def add(self, kind, t, bid=(0, 0), ask=(0, 0), symbol=0, venue=0, vbid=None, vask=None,
             last=(0, 0), side=SIDE_BID, bid_levels=None, ask_levels=None):
@@ -261,6 +262,13 @@ class Tape:
         vask = ask if vask is None else vask
         r["venue_bid_px"], r["venue_bid_qty"] = vbid
         r["venue_ask_px"], r["venue_ask_qty"] = vask
+        # the venues at the best, from each venue's last reported best levels
+        self.venue_bbo[symbol, venue] = (tuple(vbid), tuple(vask))
+        for (sym, v), (vb, va) in self.venue_bbo.items():
+            if sym == symbol and bid[1] and vb[1] and vb[0] == bid[0]:
+                r["bid_venues"] |= 1 << v
+            if sym == symbol and ask[1] and va[1] and va[0] == ask[0]:
+                r["ask_venues"] |= 1 << v
         r["bid_venue"] = venue if bid[1] else NO_VENUE
         r["ask_venue"] = venue if ask[1] else NO_VENUE
         if bid[1] and ask[1] and bid[0] >= ask[0]:
