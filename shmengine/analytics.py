@@ -112,7 +112,6 @@ PARAMS = np.dtype([
     ("signal_ofi", "<i8"),          # shares; 0: off
     ("signal_spread_bps", "<f8"),   # 0: off
     ("signal_crossed", "<i8"),      # 0: off
-    ("n_venues", "<i8"),            # set by new_analytics
 ], align=True)
 
 # Everything a result needs of its symbol's private state sits in one record,
@@ -245,10 +244,9 @@ def new_analytics(symbols, n_venues, n_symbols_total, params, rows=None):
         raise ValueError(f"n_venues must be in 1..{L.MAX_VENUES}, got {n_venues}")
     if symbols.size and (symbols.min() < 0 or symbols.max() >= n_symbols_total):
         raise ValueError(f"symbol ids must be in 0..{n_symbols_total - 1}")
-    params = np.array(params)  # a copy: n_venues is this state's own
+    params = np.asarray(params)
     if params.dtype != PARAMS or params.shape != (1,):
         raise TypeError("params must come from make_params()")
-    params["n_venues"] = n_venues
     if rows is None:
         rows = np.zeros(n_symbols_total, L.ANALYTICS_ROW)
     if rows.dtype != L.ANALYTICS_ROW or len(rows) != n_symbols_total:
