@@ -52,7 +52,7 @@ def run(book, ana, ana_on, user, uk, stage, in_hdr, in_hdr32, in_slots, in_mask,
 
     ``user`` is None or the jitted pass over the user kernels (``uk`` their
     state). ``out_bars``, ``out_signals`` and ``out_user`` view ``out_slots``
-    as BAR_RECORD, SIGNAL_RECORD and USER_RECORD; ``stage`` is ``new_stage(batch)``.
+    as BAR_RECORD, SIGNAL_RECORD and USER_RECORD; ``stage`` is ``new_stage(batch, ...)``.
     """
     out_capacity = out_mask + 1
     per_event = 1 + analytics.MAX_EXTRA if ana_on else 1  # most records an event may cause
