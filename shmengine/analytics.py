@@ -93,6 +93,7 @@ from numba import njit
 
 from . import layout as L
 from .atomics import fence_release, prefetch, store_relaxed, store_release
+from .hist import bit_length
 
 ROW_WORDS = L.ANALYTICS_SIZE // 8
 MAX_EXTRA = L.MAX_BAR_INTERVALS + len(L.SIGNAL_NAMES)  # records one result may add
@@ -460,19 +461,13 @@ def _accumulate_time(st, row, dt, pb, pbq, pa, paq):
         elif pb > pa:
             row.time_crossed += dt
     bits = st.at_bid
-    v = 0
-    while bits:
-        if bits & 1:
-            row.venue_time_at_bid[v] += dt
-        bits >>= 1
-        v += 1
+    while bits:  # one turn per venue at the best: the lowest set bit's index
+        row.venue_time_at_bid[bit_length(bits & -bits) - 1] += dt
+        bits &= bits - 1
     bits = st.at_ask
-    v = 0
     while bits:
-        if bits & 1:
-            row.venue_time_at_ask[v] += dt
-        bits >>= 1
-        v += 1
+        row.venue_time_at_ask[bit_length(bits & -bits) - 1] += dt
+        bits &= bits - 1
 
 
 @njit(cache=True, _nrt=False)

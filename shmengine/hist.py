@@ -29,7 +29,7 @@ del _REF
 
 
 @intrinsic
-def _bit_length(typingctx, v):
+def bit_length(typingctx, v):
     """Bits needed for v > 0: 64 - count of leading zeros (one LZCNT)."""
     def codegen(context, builder, sig, args):
         i64 = ir.IntType(64)
@@ -48,7 +48,7 @@ def counts_index(value):
         value = 1
     if value > L.HIST_HIGHEST:
         value = L.HIST_HIGHEST
-    bucket = _bit_length(value | _SUB_MASK) - _UNIT_MAG - (_HALF_MAG + 1)
+    bucket = bit_length(value | _SUB_MASK) - _UNIT_MAG - (_HALF_MAG + 1)
     sub = value >> (bucket + _UNIT_MAG)
     return ((bucket + 1) << _HALF_MAG) + sub - _HALF_COUNT
 
