@@ -18,29 +18,17 @@ import sys
 import time
 
 import numpy as np
-from numba import njit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from shmengine import analytics  # noqa: E402
-from shmengine.book import N_COUNTERS, new_book, process  # noqa: E402
+from shmengine.book import N_COUNTERS, new_book  # noqa: E402
 from shmengine.layout import BAR_RECORD, EVENT, RESULT, SIGNAL_RECORD  # noqa: E402
 from shmengine.market import new_market  # noqa: E402
 
-BATCH = 1024
+from bench_book import run_kernel  # noqa: E402  (this folder)
+
 RING = 1 << 13  # result ring slots, as the engine's default
-
-
-@njit(cache=True)
-def _run(ring, n_events, book, out, counters, ana, bars, signals):
-    """The worker's book kernel over the ring in batches; ``ana`` None: books only."""
-    mask = ring.shape[0] - 1
-    out_mask = out.shape[0] - 1
-    written = 0
-    for start in range(0, n_events, BATCH):
-        written += process(ring, start, min(BATCH, n_events - start), mask, book, out,
-                           written, out_mask, 0, counters, ana, bars, signals)
-    return written
 
 
 def _fresh(n_symbols, n_venues):
@@ -56,10 +44,10 @@ def run_once(kind, ring, n_events, n_symbols, n_venues):
     counters = np.zeros(N_COUNTERS, np.int64)
     t = time.thread_time()
     if kind == "books":
-        written = _run(ring, n_events, book, out, counters, None, None, None)
+        written = run_kernel(ring, n_events, book, out, counters, None, None, None)
     else:
-        written = _run(ring, n_events, book, out, counters, ana, out.view(BAR_RECORD),
-                       out.view(SIGNAL_RECORD))
+        written = run_kernel(ring, n_events, book, out, counters, ana,
+                             out.view(BAR_RECORD), out.view(SIGNAL_RECORD))
     return time.thread_time() - t, written
 
 

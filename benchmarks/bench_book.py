@@ -150,14 +150,15 @@ def make_stream(n_events, n_symbols, n_venues, seed=1):
 
 
 @njit(cache=True, _nrt=False)
-def _run_kernel(ring, n_events, book, out, counters):
-    """The stream already sits in the ring; the results wrap around theirs."""
+def run_kernel(ring, n_events, book, out, counters, ana, bars, signals):
+    """The stream already sits in the ring; the results wrap around theirs. ``ana``
+    None: books only; else analytics too (``bars``/``signals`` view ``out``)."""
     mask = ring.shape[0] - 1
     out_mask = out.shape[0] - 1
     written = 0
     for start in range(0, n_events, BATCH):
         written += process(ring, start, min(BATCH, n_events - start), mask, book, out,
-                           written, out_mask, 0, counters, None, None, None)
+                           written, out_mask, 0, counters, ana, bars, signals)
     return written
 
 
@@ -168,7 +169,7 @@ def run(ring, n_events, n_symbols, n_venues, max_orders):
     out = np.zeros(RING, RESULT)
     counters = np.zeros(N_COUNTERS, np.int64)
     cpu, wall = time.thread_time(), time.perf_counter()
-    written = _run_kernel(ring, n_events, book, out, counters)
+    written = run_kernel(ring, n_events, book, out, counters, None, None, None)
     cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
     assert not counters.any(), counters
     return cpu, wall, written, book

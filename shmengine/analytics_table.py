@@ -7,25 +7,17 @@ snapshot rows and never block a writer.
 import numpy as np
 
 from . import layout as L
-from .analytics import ROW_WORDS, init_rows
+from .analytics import init_rows
 from .shm import Segment
-from .snapshot import read_seqlocked, read_seqlocked_rows
+from .snapshot import SeqlockTable
 
 
-class AnalyticsTable:
+class AnalyticsTable(SeqlockTable):
     """The ``ana`` segment: ``header`` (ANA_HEADER), ``rows`` (ANALYTICS_ROW array)."""
 
-    def __init__(self, seg):
-        self.seg = seg
-        self.name = seg.name
-        self.header = seg.record(L.ANA_HEADER, L.ANA_HEADER_OFFSET)
-        if int(self.header["row_size"]) != L.ANALYTICS_SIZE:
-            raise ValueError(f"analytics rows in {seg.name} are {int(self.header['row_size'])} "
-                             f"bytes, expected {L.ANALYTICS_SIZE}")
-        n = int(self.header["n_symbols"])
-        self.n_symbols = n
-        self.rows = seg.view(L.ANALYTICS_ROW, L.ANA_ROWS_OFFSET, n)
-        self.words = seg.view(np.uint64, L.ANA_ROWS_OFFSET, n * ROW_WORDS)
+    HEADER, HEADER_OFFSET = L.ANA_HEADER, L.ANA_HEADER_OFFSET
+    ROW, ROWS_OFFSET = L.ANALYTICS_ROW, L.ANA_ROWS_OFFSET
+    WHAT = "analytics"
 
     @property
     def enabled(self):
@@ -56,19 +48,3 @@ class AnalyticsTable:
     @classmethod
     def attach(cls, name, writable=False):
         return cls(Segment.attach(name, L.SEG_ANALYTICS, writable))
-
-    def row(self, symbol):
-        """One consistent row (a copy) as a numpy record."""
-        out = np.zeros(1, L.ANALYTICS_ROW)
-        read_seqlocked(self.words, symbol, ROW_WORDS, out.view(np.uint64), 0)
-        return out[0]
-
-    def table(self):
-        """Every row, each consistent, as a new ANALYTICS_ROW array."""
-        out = np.zeros(self.n_symbols, L.ANALYTICS_ROW)
-        read_seqlocked_rows(self.words, 0, self.n_symbols, ROW_WORDS, out.view(np.uint64))
-        return out
-
-    def close(self):
-        self.header = self.rows = self.words = None
-        self.seg.close()

@@ -89,31 +89,49 @@ def read_seqlocked_rows(words, first, count, row_words, out):
     return retries
 
 
-@njit(cache=True)
-def read_row(words, row, out, out_row):
-    """Copy snapshot row ``row`` into row ``out_row`` of ``out``; returns retries."""
-    return read_seqlocked(words, row, ROW_WORDS, out, out_row)
+class SeqlockTable:
+    """Rows of one dtype in a segment, each guarded by a seqlock: ``header``, ``rows``,
+    ``row(symbol)`` and ``table()`` for readers. Subclasses name the layout."""
 
-
-@njit(cache=True)
-def read_rows(words, first, count, out):
-    return read_seqlocked_rows(words, first, count, ROW_WORDS, out)
-
-
-class SnapshotTable:
-    """The ``snap`` segment: ``header`` (SNAP_HEADER), ``rows`` (SNAPSHOT_ROW array)."""
+    HEADER = HEADER_OFFSET = ROW = ROWS_OFFSET = None
+    WHAT = "table"
 
     def __init__(self, seg):
         self.seg = seg
         self.name = seg.name
-        self.header = seg.record(L.SNAP_HEADER, L.SNAP_HEADER_OFFSET)
-        n = int(self.header["n_symbols"])
-        if int(self.header["row_size"]) != L.SNAPSHOT_SIZE:
-            raise ValueError(f"snapshot rows in {seg.name} are {int(self.header['row_size'])} "
-                             f"bytes, expected {L.SNAPSHOT_SIZE}")
-        self.n_symbols = n
-        self.rows = seg.view(L.SNAPSHOT_ROW, L.SNAP_ROWS_OFFSET, n)
-        self.words = seg.view(np.uint64, L.SNAP_ROWS_OFFSET, n * ROW_WORDS)
+        self.header = seg.record(self.HEADER, self.HEADER_OFFSET)
+        size = int(self.header["row_size"])
+        if size != self.ROW.itemsize:
+            raise ValueError(f"{self.WHAT} rows in {seg.name} are {size} bytes, expected "
+                             f"{self.ROW.itemsize}")
+        self.n_symbols = n = int(self.header["n_symbols"])
+        self.row_words = self.ROW.itemsize // 8
+        self.rows = seg.view(self.ROW, self.ROWS_OFFSET, n)
+        self.words = seg.view(np.uint64, self.ROWS_OFFSET, n * self.row_words)
+
+    def row(self, symbol):
+        """One consistent row (a copy) as a numpy record."""
+        out = np.zeros(1, self.ROW)
+        read_seqlocked(self.words, symbol, self.row_words, out.view(np.uint64), 0)
+        return out[0]
+
+    def table(self):
+        """Every row, each consistent, as a new array."""
+        out = np.zeros(self.n_symbols, self.ROW)
+        read_seqlocked_rows(self.words, 0, self.n_symbols, self.row_words, out.view(np.uint64))
+        return out
+
+    def close(self):
+        self.header = self.rows = self.words = None
+        self.seg.close()
+
+
+class SnapshotTable(SeqlockTable):
+    """The ``snap`` segment: ``header`` (SNAP_HEADER), ``rows`` (SNAPSHOT_ROW array)."""
+
+    HEADER, HEADER_OFFSET = L.SNAP_HEADER, L.SNAP_HEADER_OFFSET
+    ROW, ROWS_OFFSET = L.SNAPSHOT_ROW, L.SNAP_ROWS_OFFSET
+    WHAT = "snapshot"
 
     @classmethod
     def create(cls, name, n_symbols, n_venues):
@@ -132,19 +150,3 @@ class SnapshotTable:
     @classmethod
     def attach(cls, name, writable=False):
         return cls(Segment.attach(name, L.SEG_SNAP, writable))
-
-    def row(self, symbol):
-        """One consistent row (a copy) as a numpy record."""
-        out = np.zeros(1, L.SNAPSHOT_ROW)
-        read_row(self.words, symbol, out.view(np.uint64), 0)
-        return out[0]
-
-    def table(self):
-        """Every row, each consistent, as a new SNAPSHOT_ROW array."""
-        out = np.zeros(self.n_symbols, L.SNAPSHOT_ROW)
-        read_rows(self.words, 0, self.n_symbols, out.view(np.uint64))
-        return out
-
-    def close(self):
-        self.header = self.rows = self.words = None
-        self.seg.close()

@@ -7,7 +7,7 @@ from numba import njit
 
 from shmengine import layout as L
 from shmengine import shm
-from shmengine.snapshot import ROW_WORDS, SnapshotTable, read_row, write_row
+from shmengine.snapshot import ROW_WORDS, SnapshotTable, read_seqlocked, write_row
 
 N_SYMBOLS = 4
 
@@ -46,7 +46,7 @@ def _hammer(words, until, out_words, out):
     while k < until and i < 1_000_000_000:
         sym = i % N_SYMBOLS
         i += 1
-        retries += read_row(words, sym, out_words, 0)
+        retries += read_seqlocked(words, sym, ROW_WORDS, out_words, 0)
         k = np.int64(out[0].last_seq)
         if k == 0:
             continue
