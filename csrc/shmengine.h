@@ -59,7 +59,7 @@ extern "C" {
 /* ------------------------------------------------------------ constants */
 
 #define SHME_MAGIC 0x31454E49474D4853ULL /* "SHMGINE1" read as little-endian u64 */
-#define SHME_LAYOUT_VERSION 2
+#define SHME_LAYOUT_VERSION 3
 #define SHME_CACHE_LINE 64
 #define SHME_PAD 128 /* contended cursors sit this far apart */
 
@@ -174,11 +174,18 @@ extern "C" {
 #define SHME_ROLE_WORKER 2
 #define SHME_ROLE_AGGREGATOR 3
 
-/* stats segment; latency histogram in HdrHistogram layout */
+/* stats segment; latency histograms in HdrHistogram layout, one per stage:
+ * TOTAL = FEED + RING + WORKER + MERGE for each result */
 #define SHME_STATS_HEADER_OFFSET 64
 #define SHME_STATS_PROCS_OFFSET 128
 #define SHME_HIST_HIGHEST 10000000000LL
 #define SHME_HIST_DIGITS 3
+#define SHME_STAGE_TOTAL 0      /* feed receive -> snapshot published */
+#define SHME_STAGE_FEED 1       /* -> written into the worker's ring */
+#define SHME_STAGE_RING 2       /* -> taken by the worker */
+#define SHME_STAGE_WORKER 3     /* -> published by the worker */
+#define SHME_STAGE_MERGE 4      /* -> snapshot row published by the aggregator */
+#define SHME_N_STAGES 5
 
 /* return codes (SHME_OK and SHME_ERROR as in shmengine_core.h) */
 #define SHME_OK 0
@@ -219,7 +226,7 @@ typedef struct shme_event {
     uint8_t type;
     uint8_t side;
     uint8_t flags;
-    uint32_t _pad;
+    uint32_t feed_ns;       /* receive -> written into the worker's ring, ns (saturating) */
 } shme_event;
 
 typedef struct shme_result {
@@ -255,7 +262,8 @@ typedef struct shme_result {
     int64_t level_bid_qty[SHME_TOP_LEVELS];
     int64_t level_ask_px[SHME_TOP_LEVELS];
     int64_t level_ask_qty[SHME_TOP_LEVELS];
-    uint8_t _pad1[8];
+    uint32_t feed_ns;       /* the event's feed_ns */
+    uint32_t worker_ns;     /* proc_ts -> the worker published this result, ns (saturating) */
 } shme_result;
 
 /* Records of the other stream kinds share shme_result's size and its first
@@ -473,14 +481,15 @@ typedef struct shme_proc_stats {
     uint32_t bell;
     uint32_t _pad1;
     int64_t user_dropped;
-    uint8_t _pad2[16];
+    int64_t cpu_ns;         /* CPU time the process spent since it started running */
+    uint8_t _pad2[8];
 } shme_proc_stats;
 
 typedef struct shme_stats_header {
     uint32_t n_procs;
-    uint32_t hist_len;
-    int64_t hist_total;
-    uint8_t _pad[48];
+    uint32_t hist_len;      /* counts per histogram */
+    uint32_t n_hists;       /* histograms after the process rows, SHME_STAGE_* order */
+    uint8_t _pad[52];
 } shme_stats_header;
 
 SHME_STATIC_ASSERT(sizeof(shme_segment_header) == SHME_CACHE_LINE, "segment header size");

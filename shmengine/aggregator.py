@@ -5,7 +5,8 @@ will send nothing more at or below that seq. The head result with the
 smallest seq is merged once every other worker has either a head result
 (necessarily later) or a watermark at or past it. Merging writes the
 symbol's snapshot row under its seqlock, appends the result to the
-broadcast ring, and records receive -> published latency.
+broadcast ring, and records receive -> published latency, whole and split
+into the stages the result's timestamps mark.
 
 The result is a function of the feed's output alone: the same whatever the
 number of workers.
@@ -46,8 +47,21 @@ def _absorb_control(slots, mask, w, heads, tails, known, ended):
 
 
 @njit(cache=True)
+def record_stages(hists, rec, publish_ts):
+    """Record a published result's latency, whole and per stage (layout.STAGE_*)."""
+    total = publish_ts - rec.recv_ts
+    taken = rec.proc_ts - rec.recv_ts
+    worker_done = taken + np.int64(rec.worker_ns)
+    record(hists[L.STAGE_TOTAL], total)
+    record(hists[L.STAGE_FEED], np.int64(rec.feed_ns))
+    record(hists[L.STAGE_RING], taken - np.int64(rec.feed_ns))
+    record(hists[L.STAGE_WORKER], np.int64(rec.worker_ns))
+    record(hists[L.STAGE_MERGE], total - worker_done)
+
+
+@njit(cache=True)
 def merge(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, rows, words,
-          bcast_hdr, bcast_slots, bcast_mask, state, hist, max_n):
+          bcast_hdr, bcast_slots, bcast_mask, state, hists, max_n):
     """Merge up to ``max_n`` results; returns how many were merged."""
     n_workers = len(out_hdrs)
     for w in range(n_workers):
@@ -83,7 +97,7 @@ def merge(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, row
                                  - ((before & L.RFLAG_LOCKED) != 0))
             state[ST_CROSSED] += (((rec.flags & L.RFLAG_CROSSED) != 0)
                                   - ((before & L.RFLAG_CROSSED) != 0))
-            record(hist, publish_ts - rec.recv_ts)
+            record_stages(hists, rec, publish_ts)
         bcast_slots[tail & bcast_mask] = rec
         tail += 1
         known[best] = best_seq
@@ -124,14 +138,14 @@ def _sleep(out_hdrs, out_hdrs32, heads, bell32, bell_word, sleep_ns):
 
 @njit(cache=True)
 def run(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, rows, words,
-        snap_hdr, bcast_hdr, bcast_slots, bcast_mask, state, hist, procs, me, bell32, bell_word,
+        snap_hdr, bcast_hdr, bcast_slots, bcast_mask, state, hists, procs, me, bell32, bell_word,
         max_n, mode, spins, yields, sleep_ns, budget_ns):
     """The aggregator loop, for ``budget_ns``; returns DONE once every worker ended."""
     deadline = monotonic_ns() + budget_ns
     idle = 0
     while True:
         n = merge(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, rows,
-                  words, bcast_hdr, bcast_slots, bcast_mask, state, hist, max_n)
+                  words, bcast_hdr, bcast_slots, bcast_mask, state, hists, max_n)
         now = monotonic_ns()
         lag = 0
         for w in range(len(out_hdrs)):

@@ -777,6 +777,7 @@ def _stamp_result(r, ev, kind, venue, side, s, levels, n_levels, proc_ts):
     r["exch_ts"] = ev["exch_ts"]
     r["recv_ts"] = ev["recv_ts"]
     r["proc_ts"] = proc_ts
+    r["feed_ns"] = ev["feed_ns"]
     r["venue"] = venue
     r["kind"] = kind
     r["event_type"] = ev["type"]
@@ -838,9 +839,8 @@ def _write_marker(r, ev, kind, proc_ts):
     pad0 = r["_pad0"]
     for k in range(pad0.shape[0]):
         pad0[k] = 0
-    pad1 = r["_pad1"]
-    for k in range(pad1.shape[0]):
-        pad1[k] = 0
+    r["feed_ns"] = ev["feed_ns"]
+    r["worker_ns"] = 0
 
 
 # ---------------------------------------------------------------------------

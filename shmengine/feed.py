@@ -2,7 +2,8 @@
 
 It takes events from its source (the synthetic market by default), stamps
 each with the next global sequence number and the receive time, and copies
-it to the input ring of the worker that owns its symbol. After every batch
+it to the input ring of the worker that owns its symbol, noting in the copy
+how long it held the event (``feed_ns``). After every batch
 it sends every worker a watermark (the batch's last seq), so the aggregator
 can merge past workers that got nothing. At the end it sends END.
 
@@ -14,6 +15,7 @@ from numba import njit
 
 from . import layout as L
 from .atomics import futex_wait, load_acquire, monotonic_ns, store_relaxed
+from .hist import span_u32
 from .market import generate
 from .ring import CONSUMER, CONSUMER_BELL, await_room, publish
 
@@ -64,6 +66,7 @@ def route(buf, start, n, partition, hdrs, hdrs32, slots, mask, tails, heads, pol
     ring looks full, so the feed does not pull the worker's cursor line per event.
     """
     capacity = mask + 1
+    now = monotonic_ns()
     for i in range(start, start + n):
         ev = buf[i]
         w = partition[ev.symbol]
@@ -77,7 +80,10 @@ def route(buf, start, n, partition, hdrs, hdrs32, slots, mask, tails, heads, pol
             _wait_room(hdrs, hdrs32, tails, w, 1, capacity, procs, me, mode, spins, yields,
                        sleep_ns)
             heads[w] = load_acquire(hdrs[w], CONSUMER)
-        slots[w][tails[w] & mask] = ev
+            now = monotonic_ns()
+        slot = tails[w] & mask
+        slots[w][slot] = ev
+        slots[w][slot].feed_ns = span_u32(now - ev.recv_ts)
         tails[w] += 1
     return n
 
@@ -104,6 +110,7 @@ def control(kind, seq, recv_ts, hdrs, hdrs32, slots, mask, tails, procs, me, mod
         ev.type = kind
         ev.side = 0
         ev.flags = 0
+        ev.feed_ns = 0
         tails[w] += 1
     _publish_all(hdrs, hdrs32, tails)
 

@@ -58,6 +58,15 @@ def record(counts, value):
     counts[counts_index(value)] += 1
 
 
+U32_MAX = 0xFFFFFFFF
+
+
+@njit(cache=True)
+def span_u32(ns):
+    """A duration in ns as the uint32 stage fields carry it: clamped to [0, 4.29 s]."""
+    return np.uint32(min(max(ns, 0), U32_MAX))
+
+
 def to_hdr(counts):
     """An HdrHistogram holding a copy of ``counts`` (a racy but harmless read)."""
     hist = new_histogram()

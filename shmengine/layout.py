@@ -7,7 +7,7 @@ header together.
 Segments (POSIX shared memory, ``/dev/shm/shmengine.NAME.KIND``):
 
     meta        SEGMENT_HEADER, ENGINE_INFO, symbol names, partition map
-    stats       SEGMENT_HEADER, STATS_HEADER, PROC_STATS rows, latency counts
+    stats       SEGMENT_HEADER, STATS_HEADER, PROC_STATS rows, latency counts per stage
     in.W        SPSC ring of EVENT (feed -> worker W)
     out.W       SPSC ring of RESULT (worker W -> aggregator)
     snap        SEGMENT_HEADER, SNAP_HEADER, SNAPSHOT rows (one per symbol)
@@ -26,7 +26,7 @@ Positions are monotonic int64 counts of records; a slot is
 import numpy as np
 
 MAGIC = 0x31454E49474D4853  # b"SHMGINE1" read as little-endian uint64
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 CACHE_LINE = 64
 PAD = 128  # contended cursors sit this far apart (adjacent-line prefetch)
 
@@ -127,7 +127,7 @@ EVENT = np.dtype([
     ("type", "u1"),
     ("side", "u1"),
     ("flags", "u1"),
-    ("_pad", "<u4"),
+    ("feed_ns", "<u4"),       # receive -> written into the worker's ring, ns (saturating)
 ], align=True)
 assert EVENT.itemsize == 64
 
@@ -164,9 +164,14 @@ RESULT = np.dtype([
     ("level_bid_qty", "<i8", (TOP_LEVELS,)),
     ("level_ask_px", "<i8", (TOP_LEVELS,)),
     ("level_ask_qty", "<i8", (TOP_LEVELS,)),
-    ("_pad1", "u1", 8),
+    ("feed_ns", "<u4"),        # the event's feed_ns
+    ("worker_ns", "<u4"),      # proc_ts -> the worker published this result, ns (saturating)
 ], align=True)
 assert RESULT.itemsize == 320
+
+# Fields of RESULT and SNAPSHOT that read the wall clock: they differ between runs
+# that are otherwise identical.
+WALL_CLOCK_FIELDS = ("recv_ts", "proc_ts", "feed_ns", "worker_ns", "last_recv_ts", "publish_ts")
 
 # Records of the other stream kinds share RESULT's size and its first 40 bytes
 # (seq .. event_type: the event that caused them), so one ring carries all.
@@ -421,20 +426,31 @@ PROC_STATS = np.dtype([
     ("bell", "<u4"),            # futex word this process sleeps on when it reads several rings
     ("_pad1", "<u4"),
     ("user_dropped", "<i8"),    # user-kernel records dropped: out of order or out of the batch
-    ("_pad2", "u1", 16),
+    ("cpu_ns", "<i8"),          # CPU time (user + system) the process spent since it started running
+    ("_pad2", "u1", 8),
 ], align=True)
 assert PROC_STATS.itemsize == 128
 
-# Latency histogram of receive -> snapshot published, in ns, HdrHistogram layout
-# (lowest 1, highest HIST_HIGHEST, HIST_DIGITS significant digits).
+# Latency histograms in ns, HdrHistogram layout (lowest 1, highest HIST_HIGHEST,
+# HIST_DIGITS significant digits), one per stage, all recorded by the aggregator
+# for every quote, trade and clear result it publishes. The stages after TOTAL
+# split it without overlap: FEED + RING + WORKER + MERGE == TOTAL per result.
 HIST_HIGHEST = 10_000_000_000
 HIST_DIGITS = 3
+STAGE_TOTAL = 0    # feed receive -> snapshot published
+STAGE_FEED = 1     # feed receive -> written into the worker's ring (EVENT.feed_ns)
+STAGE_RING = 2     # -> the worker took it from the ring (RESULT.proc_ts)
+STAGE_WORKER = 3   # -> the worker published its result (RESULT.worker_ns)
+STAGE_MERGE = 4    # -> the aggregator published the snapshot row
+N_STAGES = 5
+STAGE_NAMES = {STAGE_TOTAL: "total", STAGE_FEED: "feed", STAGE_RING: "ring",
+               STAGE_WORKER: "worker", STAGE_MERGE: "merge"}
 
 STATS_HEADER = np.dtype([
     ("n_procs", "<u4"),
-    ("hist_len", "<u4"),
-    ("hist_total", "<i8"),
-    ("_pad", "u1", 48),
+    ("hist_len", "<u4"),       # counts per histogram
+    ("n_hists", "<u4"),        # histograms, STAGE_* order
+    ("_pad", "u1", 52),
 ], align=True)
 STATS_HEADER_OFFSET = 64
 STATS_PROCS_OFFSET = 128
@@ -469,4 +485,4 @@ def stats_hist_offset(n_procs):
 
 
 def stats_size(n_procs, hist_len):
-    return stats_hist_offset(n_procs) + 8 * hist_len
+    return stats_hist_offset(n_procs) + 8 * hist_len * N_STAGES

@@ -407,7 +407,7 @@ def _emit(out, k, seq, ts, recv_ts, event):
     e["type"] = np.uint8(typ)
     e["side"] = np.uint8(side)
     e["flags"] = np.uint8(flags)
-    e["_pad"] = np.uint32(0)
+    e["feed_ns"] = np.uint32(0)
 
 
 @njit(cache=True, inline='always')

@@ -8,6 +8,7 @@ numba loop in slices of BUDGET_NS until the loop says it is done.
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -50,12 +51,16 @@ def _ring_tuples(rings):
 
 
 def _loop(segs, proc, step):
+    row = segs.stats.procs[proc]
+    cpu0 = time.process_time_ns()
     # The first call compiles or loads the kernel: only then is the process running.
     done = step()
-    segs.stats.procs[proc]["state"] = L.RUN_RUNNING
+    row["state"] = L.RUN_RUNNING
     while not done:
         done = step()
-    segs.stats.procs[proc]["state"] = L.RUN_STOPPED
+        row["cpu_ns"] = time.process_time_ns() - cpu0
+    row["cpu_ns"] = time.process_time_ns() - cpu0
+    row["state"] = L.RUN_STOPPED
 
 
 def _wait_args(cfg):
@@ -149,7 +154,7 @@ def aggregator_args(segs, cfg):
     args = (hdrs, hdrs32, slots, segs.outputs[0].mask, np.zeros(n, np.int64),
             np.zeros(n, np.int64), np.full(n, -1, np.int64), np.zeros(n, np.int64), snap.rows,
             snap.words, snap_hdr, bcast.hdr64, bcast.slots, bcast.mask, np.zeros(8, np.int64),
-            stats.hist, stats.procs, proc, stats.bells, stats.bell_word(proc), cfg.batch,
+            stats.hists, stats.procs, proc, stats.bells, stats.bell_word(proc), cfg.batch,
             *_wait_args(cfg))
     return run, args
 
@@ -174,14 +179,15 @@ def run_feed(engine, cfg, cpu):
     run, args = feed_args(segs, cfg)
     ctl, tails = args[10], args[7]
     ctl[C_T0] = lib.shme_monotonic_ns()
-    done = run(*args, BUDGET_NS)
-    segs.stats.procs[FEED]["state"] = L.RUN_RUNNING
-    while done != STOPPED:
-        done = run(*args, BUDGET_NS)
     hdrs, hdrs32, slots, mask = args[3], args[4], args[5], args[6]
-    control(L.EV_END, max(int(ctl[C_SEQ]) - 1, 0), lib.shme_monotonic_ns(), hdrs, hdrs32, slots,
-            mask, tails, segs.stats.procs, FEED, *_wait_args(cfg))
-    segs.stats.procs[FEED]["state"] = L.RUN_STOPPED
+
+    def step():
+        if run(*args, BUDGET_NS) != STOPPED:
+            return False
+        control(L.EV_END, max(int(ctl[C_SEQ]) - 1, 0), lib.shme_monotonic_ns(), hdrs, hdrs32,
+                slots, mask, tails, segs.stats.procs, FEED, *_wait_args(cfg))
+        return True
+    _loop(segs, FEED, step)
     segs.close()
 
 

@@ -1,4 +1,4 @@
-"""The stats block: one PROC_STATS row per process and the latency histogram.
+"""The stats block: one PROC_STATS row per process and a latency histogram per stage.
 
 Each process writes only its own row; ``status`` and ``top`` read rows with
 plain loads, which is safe for these independent 8-byte counters and costs
@@ -7,8 +7,14 @@ the engine nothing.
 import numpy as np
 
 from . import layout as L
-from .hist import COUNTS_LEN, percentiles
+from .hist import COUNTS_LEN, percentiles, to_hdr
 from .shm import Segment
+
+
+def proc_label(row):
+    """How a process is named to users: "feed", "worker 3", "aggregator"."""
+    role = L.ROLE_NAMES.get(int(row["role"]), "?")
+    return f"{role} {int(row['index'])}" if role == "worker" else role
 
 
 class StatsBlock:
@@ -19,7 +25,11 @@ class StatsBlock:
         n = int(self.header["n_procs"])
         self.procs = seg.view(L.PROC_STATS, L.STATS_PROCS_OFFSET, n)
         self.bells = seg.view(np.uint32, L.STATS_PROCS_OFFSET, n * L.PROC_STATS.itemsize // 4)
-        self.hist = seg.view(np.int64, L.stats_hist_offset(n), int(self.header["hist_len"]))
+        hist_len = int(self.header["hist_len"])
+        n_hists = int(self.header["n_hists"])
+        self.hists = seg.view(np.int64, L.stats_hist_offset(n), n_hists * hist_len) \
+            .reshape(n_hists, hist_len)
+        self.hist = self.hists[L.STAGE_TOTAL]
 
     @classmethod
     def create(cls, name, n_procs):
@@ -27,6 +37,7 @@ class StatsBlock:
         hdr = seg.record(L.STATS_HEADER, L.STATS_HEADER_OFFSET)
         hdr["n_procs"] = n_procs
         hdr["hist_len"] = COUNTS_LEN
+        hdr["n_hists"] = L.N_STAGES
         procs = seg.view(L.PROC_STATS, L.STATS_PROCS_OFFSET, n_procs)
         procs["cpu"] = -1
         seg.mark_ready()
@@ -40,10 +51,18 @@ class StatsBlock:
         """Index into ``bells`` (uint32) of process ``proc``'s futex bell."""
         return (proc * L.PROC_STATS.itemsize + L.PROC_STATS.fields["bell"][1]) // 4
 
-    def latency(self, points=(50, 90, 99, 99.9, 99.99)):
-        """({percentile: ns}, count) of receive -> snapshot published."""
-        return percentiles(self.hist, points)
+    def latency(self, points=(50, 90, 99, 99.9, 99.99), stage=L.STAGE_TOTAL):
+        """({percentile: ns}, count) of one stage (default receive -> snapshot published)."""
+        return percentiles(self.hists[stage], points)
+
+    def stage_histograms(self):
+        """{stage name: HdrHistogram copy} for every STAGE_*."""
+        return {name: to_hdr(self.hists[k]) for k, name in L.STAGE_NAMES.items()}
+
+    def cpu_seconds(self):
+        """{process label: CPU seconds it spent running}."""
+        return {proc_label(row): int(row["cpu_ns"]) / 1e9 for row in self.procs}
 
     def close(self):
-        self.header = self.procs = self.bells = self.hist = None
+        self.header = self.procs = self.bells = self.hist = self.hists = None
         self.seg.close()

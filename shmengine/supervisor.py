@@ -163,6 +163,7 @@ class Supervisor:
         workers = stats.procs[1:1 + self.cfg.workers]
         events = int(feed["events"])
         hist = to_hdr(stats.hist)
+        stages = stats.stage_histograms()
         return {
             "name": self.cfg.name, "workers": self.cfg.workers, "wait": self.cfg.wait,
             "symbols": self.cfg.symbols, "venues": self.cfg.venues, "rate": self.cfg.rate,
@@ -174,6 +175,11 @@ class Supervisor:
             "latency_max_ns": hist.get_max_value(),
             "latency_samples": hist.get_total_count(),
             "latency_hdr": hist.encode().decode() if hist.get_total_count() else "",
+            "stages": {name: h.encode().decode() if h.get_total_count() else ""
+                       for name, h in stages.items()},
+            "stage_latency_ns": {name: {str(p): h.get_value_at_percentile(p) for p in (50, 99)}
+                                 for name, h in stages.items()},
+            "cpu_s": stats.cpu_seconds(),
             "first_snapshot_s": self.first_snapshot_s,
             "drops": int(feed["drops"]),
             "unknown_orders": int(workers["unknown_orders"].sum()),
@@ -190,6 +196,10 @@ def format_summary(d):
         "latency receive -> snapshot (ns): " + "  ".join(
             f"p{p} {v:,}" for p, v in d["latency_ns"].items())
         + f"  ({d['latency_samples']:,} samples)",
+        "by stage, p50 / p99 (us): " + "  ".join(
+            f"{name} {v['50'] / 1e3:,.1f} / {v['99'] / 1e3:,.1f}"
+            for name, v in d["stage_latency_ns"].items() if name != "total"),
+        "cpu (s): " + "  ".join(f"{label} {s:.2f}" for label, s in d["cpu_s"].items()),
     ]
     if d["first_snapshot_s"] is not None:
         lines.append(f"first snapshot published {d['first_snapshot_s']:.2f} s after start")

@@ -16,6 +16,7 @@ from . import analytics, kernels
 from . import layout as L
 from .atomics import load_acquire, monotonic_ns
 from .book import process
+from .hist import span_u32
 from .ring import CONSUMER, PRODUCER, await_readable, await_room, publish, release
 
 DONE = 1
@@ -42,6 +43,18 @@ C_HEAD = 0
 C_OUT_TAIL = 1
 C_USER_DROPPED = 2
 C_LEN = 3
+
+
+@njit(cache=True)
+def stamp_worker_ns(out_slots, out_position, n, out_mask, proc_ts):
+    """Note in each of the batch's results how long the worker held it, just before
+    publishing: the records are still in this core's cache, so this costs a store each.
+    Bars, signals and user records have no such field."""
+    held = span_u32(monotonic_ns() - proc_ts)
+    for i in range(out_position, out_position + n):
+        r = out_slots[i & out_mask]
+        if r.kind <= L.RES_CLEAR:
+            r.worker_ns = held
 
 
 @njit(cache=True)
@@ -96,6 +109,7 @@ def run(book, ana, ana_on, user, uk, stage, in_hdr, in_hdr32, in_slots, in_mask,
             produced = process(in_slots, head, n, in_mask, book, out_slots, out_tail, out_mask,
                                now, counters, None, None, None)
         last_type = in_slots[(head + n - 1) & in_mask].type
+        stamp_worker_ns(out_slots, out_tail, produced, out_mask, now)
         ctl[C_HEAD] = head + n
         release(in_hdr, in_hdr32, head + n)
         ctl[C_OUT_TAIL] = out_tail + produced

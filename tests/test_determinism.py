@@ -3,12 +3,11 @@ import numpy as np
 import pytest
 
 import shmengine
+from shmengine import layout as L
 from shmengine.layout import RES_BAR, RES_CLEAR, RES_SIGNAL
 
 from conftest import assert_same, cli, drained_stream, engine, wait_for
 
-WALL_CLOCK_RESULT = {"recv_ts", "proc_ts"}
-WALL_CLOCK_SNAPSHOT = {"last_recv_ts", "publish_ts"}
 EVENTS = 300_000
 
 
@@ -46,7 +45,7 @@ def test_stream_is_identical_for_1_2_3_workers(runs):
     assert (base["kind"] == RES_BAR).sum() > 100
     assert (base["kind"] == RES_SIGNAL).sum() > 10
     for w in (2, 3):
-        assert_same(runs[w][1], base, WALL_CLOCK_RESULT, f"stream with {w} workers")
+        assert_same(runs[w][1], base, L.WALL_CLOCK_FIELDS, f"stream with {w} workers")
 
 
 def test_table_is_identical_for_1_2_3_workers(runs):
@@ -56,7 +55,7 @@ def test_table_is_identical_for_1_2_3_workers(runs):
     assert (base["volume"] > 0).sum() > 100
     assert np.isfinite(base["microprice"]).sum() > 100
     for w in (2, 3):
-        assert_same(runs[w][0], base, WALL_CLOCK_SNAPSHOT, f"table with {w} workers")
+        assert_same(runs[w][0], base, L.WALL_CLOCK_FIELDS, f"table with {w} workers")
 
 
 def test_analytics_rows_are_as_of_the_last_event(runs):

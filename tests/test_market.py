@@ -278,7 +278,7 @@ def test_seq_recv_ts_and_clock():
     ev = m.generate(5000 // SCALE, seq0=10**12, recv_ts=42)
     assert (ev["seq"] == 10**12 + np.arange(len(ev), dtype=np.uint64)).all()
     assert (ev["recv_ts"] == 42).all()
-    assert (ev["_pad"] == 0).all()
+    assert (ev["feed_ns"] == 0).all()
     ts = ev["exch_ts"]
     assert ts[0] >= market.EPOCH_NS and (np.diff(ts) >= 0).all()
     assert ts[-1] > ts[0] and m.clock == ts[-1]
