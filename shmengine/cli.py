@@ -14,6 +14,7 @@ import psutil
 from . import layout as L
 from . import shm
 from .config import ConfigError
+from .stats import proc_label
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -101,8 +102,7 @@ def cmd_status(args):
     print(f"{'process':<12}{'pid':>8}{'cpu':>5}{'events':>15}{'events/s':>14}"
           f"{'batches':>12}{'waits':>12}{'lag':>8}{'drops':>8}")
     for a, b in zip(first["processes"], st["processes"]):
-        role = L.ROLE_NAMES.get(b["role"], "?")
-        label = f"{role} {b['index']}" if role == "worker" else role
+        label = proc_label(b)
         rate = (b["events"] - a["events"]) / args.interval
         print(f"{label:<12}{b['pid']:>8}{b['cpu']:>5}{b['events']:>15,}{rate:>14,.0f}"
               f"{b['batches']:>12,}{b['waits']:>12,}{b['lag']:>8,}{b['drops']:>8,}")
@@ -326,6 +326,9 @@ def parser():
     sub = p.add_subparsers(dest="command", required=True)
     for add in (add_run, add_status, add_snapshot, add_stop, add_list, add_cleanup):
         add(sub)
+    from . import doctor, inspector, latency
+    for tool in (latency, inspector, doctor):  # subcommands whose code has a module of its own
+        tool.add_parser(sub)
     return p
 
 
@@ -342,4 +345,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as the package's module, so that errors raised as shmengine.cli.CliError by
+    # other modules are the class main() catches.
+    from shmengine.cli import main as package_main
+    sys.exit(package_main())
