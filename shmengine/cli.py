@@ -326,8 +326,8 @@ def parser():
     sub = p.add_subparsers(dest="command", required=True)
     for add in (add_run, add_status, add_snapshot, add_stop, add_list, add_cleanup):
         add(sub)
-    from . import doctor, inspector, latency
-    for tool in (latency, inspector, doctor):  # subcommands whose code has a module of its own
+    from . import doctor, inspector, latency, top
+    for tool in (top, latency, inspector, doctor):  # subcommands whose code has a module of its own
         tool.add_parser(sub)
     return p
 
