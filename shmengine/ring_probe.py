@@ -68,7 +68,9 @@ def consume(hdr64, hdr32, slots, mask, count, batch, mode):
         for i in range(n):
             rec = slots[(head + i) & mask]
             p = head + i
-            if rec.seq != p or rec.order_id != (p & 255) * 7 + 1 or rec.qty != (p & 255):
+            # uint64 fields against uint64 values: mixed signedness would compare as float64
+            if rec.seq != np.uint64(p) or rec.order_id != np.uint64((p & 255) * 7 + 1) \
+                    or rec.qty != np.uint32(p & 255):
                 errors += 1
         head += n
         release(hdr64, hdr32, head)
