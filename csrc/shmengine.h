@@ -482,7 +482,7 @@ typedef struct shme_proc_stats {
     uint32_t _pad1;
     int64_t user_dropped;
     int64_t cpu_ns;         /* CPU time the process spent since it started running */
-    uint8_t _pad2[8];
+    int64_t run_ns;         /* CLOCK_MONOTONIC when it started running */
 } shme_proc_stats;
 
 typedef struct shme_stats_header {

@@ -427,7 +427,7 @@ PROC_STATS = np.dtype([
     ("_pad1", "<u4"),
     ("user_dropped", "<i8"),    # user-kernel records dropped: out of order or out of the batch
     ("cpu_ns", "<i8"),          # CPU time (user + system) the process spent since it started running
-    ("_pad2", "u1", 8),
+    ("run_ns", "<i8"),          # CLOCK_MONOTONIC when it started running
 ], align=True)
 assert PROC_STATS.itemsize == 128
 

@@ -53,6 +53,7 @@ def _ring_tuples(rings):
 def _loop(segs, proc, step):
     row = segs.stats.procs[proc]
     cpu0 = time.process_time_ns()
+    row["run_ns"] = lib.shme_monotonic_ns()
     # The first call compiles or loads the kernel: only then is the process running.
     done = step()
     row["state"] = L.RUN_RUNNING

@@ -63,7 +63,6 @@ class Supervisor:
         self.stop_requested = False
         self.started_ns = 0
         self.first_snapshot_s = None  # process start -> first published snapshot row
-        self.first_snapshot_ns = 0
 
     def _set_state(self, state):
         self.segs.info["run_state"] = state
@@ -119,7 +118,6 @@ class Supervisor:
                 self._set_state(L.RUN_RUNNING)
             if self.first_snapshot_s is None and self.segs.snap.header["results"] > 0:
                 self.first_snapshot_s = time.time() - psutil.Process().create_time()
-                self.first_snapshot_ns = lib.shme_monotonic_ns()
             if all(p.exitcode == 0 for p in self.children):
                 return
             over = cfg.duration and time.monotonic() - t_start >= cfg.duration
@@ -155,6 +153,13 @@ class Supervisor:
             self.segs.close()
             self.segs.unlink()
             self.segs = None
+
+    def elapsed_s(self):
+        """The feed's start to the last snapshot row published: the run's own span, not
+        the supervisor's polling."""
+        start = int(self.segs.stats.procs[P.FEED]["run_ns"]) or self.started_ns
+        end = int(self.segs.snap.header["publish_ts"]) or lib.shme_monotonic_ns()
+        return max(end - start, 0) / 1e9
 
     def summary(self, elapsed_s):
         """The run's figures as a dict (what --summary-json writes)."""
@@ -225,8 +230,7 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
             sup.kill_children()
             print(f"shmengine: engine {cfg.name} failed: {exc}; stopped it", file=err, flush=True)
             return 1
-        # throughput is timed from the first published row, not from process start-up
-        elapsed = (lib.shme_monotonic_ns() - (sup.first_snapshot_ns or sup.started_ns)) / 1e9
+        elapsed = sup.elapsed_s()
         sup._set_state(L.RUN_STOPPED)
         if cfg.linger:
             print(f"engine {cfg.name} drained; serving its final state until "
