@@ -52,8 +52,8 @@ class Config:
     book_levels: int = 64          # price levels kept per side per venue
     book_orders: int = 0           # live orders per worker; 0: 64 per (symbol, venue) it owns
     heartbeat_timeout: float = 5.0  # seconds without a heartbeat before a process is declared hung
-    spins: int = 2000              # wait strategy: PAUSE loops before yielding (~50 us)
-    yields: int = 100              # adaptive: sched_yield calls before sleeping
+    spins: int = None              # PAUSE loops before yielding; default: see spin_budget
+    yields: int = None             # adaptive: sched_yield calls before sleeping; the same
     sleep_us: int = 1000           # adaptive: longest single futex sleep
     # Analytics (see shmengine/analytics.py); durations on the exchange clock.
     analytics: bool = True         # false: books only
@@ -81,6 +81,9 @@ class Config:
     def n_procs(self):
         return self.workers + 2
 
+
+DEFAULT_SPINS = 2000
+DEFAULT_YIELDS = 100
 
 _INT_RANGES = {
     "symbols": (1, L.MAX_SYMBOLS), "venues": (1, L.MAX_VENUES), "workers": (1, L.MAX_WORKERS),
@@ -207,7 +210,7 @@ def check(cfg):
         raise ConfigError(str(exc)) from None
     for key, (lo, hi) in _INT_RANGES.items():
         v = getattr(cfg, key)
-        if not lo <= v <= hi:
+        if v is not None and not lo <= v <= hi:
             raise ConfigError(f"{key} must be between {lo} and {hi}, got {v}")
     for key in ("ring_capacity", "result_ring_capacity", "bcast_capacity"):
         v = getattr(cfg, key)
@@ -273,6 +276,41 @@ def analytics_settings(cfg):
 
 
 def cpu_plan(cfg):
-    """CPU for each process in order feed, worker 0..W-1, aggregator."""
-    cpus = cfg.cpus or sorted(os.sched_getaffinity(0))
-    return [cpus[i % len(cpus)] for i in range(cfg.n_procs)]
+    """CPU for each process in order feed, worker 0..W-1, aggregator.
+
+    A ``cpus`` list is taken in that order (and repeated); without one, the
+    CPUs this process may use are placed by ``place``.
+    """
+    if cfg.cpus:
+        return [cfg.cpus[i % len(cfg.cpus)] for i in range(cfg.n_procs)]
+    return place(sorted(os.sched_getaffinity(0)), cfg.workers)
+
+
+def place(cpus, workers):
+    """CPUs for feed, workers, aggregator: one each while there are enough; otherwise
+    the feed and the aggregator share the first and the workers spread over the rest.
+
+    Each stage wakes the next (feed -> workers -> aggregator); a woken process on
+    its waker's CPU waits for the waker's time slice (milliseconds, not
+    microseconds), so no process shares a CPU with one it wakes or that wakes it.
+    """
+    n = workers + 2
+    if len(cpus) >= n or len(cpus) == 1:
+        return [cpus[i % len(cpus)] for i in range(n)]
+    rest = cpus[1:]
+    return [cpus[0]] + [rest[w % len(rest)] for w in range(workers)] + [cpus[0]]
+
+
+def shares_cpu(plan, proc):
+    """True if process ``proc`` of ``plan`` shares its CPU with another of the engine's."""
+    return plan.count(plan[proc]) > 1
+
+
+def spin_budget(cfg, shared):
+    """(spins, yields) of a process's adaptive wait: as configured, else 2000 PAUSEs
+    (~50 us) and 100 yields on a CPU of its own, and none on a shared CPU, where
+    spinning only keeps the core from the process it waits for."""
+    spins = cfg.spins if cfg.spins is not None else (0 if shared and cfg.wait == "adaptive"
+                                                     else DEFAULT_SPINS)
+    yields = cfg.yields if cfg.yields is not None else (0 if shared else DEFAULT_YIELDS)
+    return spins, yields

@@ -201,7 +201,7 @@ def recommend(facts, n_procs):
     first, all in one NUMA node when one has enough cores, CPU 0's core left to
     the OS when the others suffice. SMT siblings are used only when there are
     fewer physical cores than processes, and CPUs are shared only when there
-    are fewer CPUs than processes.
+    are fewer CPUs than processes, as ``config.place`` shares them.
     """
     by_core = {}
     for c in facts.usable:
@@ -228,7 +228,7 @@ def recommend(facts, n_procs):
 
     ordered = [t for node in sorted(per_node, key=fit, reverse=True) for t in per_node[node]]
     cpus = [t[0] for t in ordered] + [c for t in ordered for c in t[1:]]
-    return [cpus[i % len(cpus)] for i in range(n_procs)]
+    return config.place(cpus, n_procs - 2)
 
 
 def check_given(facts, plan, labels, spin):

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import layout as L
 from ._core import lib
+from .config import cpu_plan, shares_cpu, spin_budget
 from .segments import EngineSegments
 
 BUDGET_NS = 50_000_000
@@ -54,9 +55,8 @@ def _loop(segs, proc, step):
     row = segs.stats.procs[proc]
     cpu0 = time.process_time_ns()
     row["run_ns"] = lib.shme_monotonic_ns()
-    # The first call compiles or loads the kernel: only then is the process running.
+    row["state"] = L.RUN_RUNNING  # its kernel was compiled before the fork
     done = step()
-    row["state"] = L.RUN_RUNNING
     while not done:
         done = step()
         row["cpu_ns"] = time.process_time_ns() - cpu0
@@ -64,8 +64,9 @@ def _loop(segs, proc, step):
     row["state"] = L.RUN_STOPPED
 
 
-def _wait_args(cfg):
-    return (cfg.wait_mode, cfg.spins, cfg.yields, cfg.sleep_us * 1000)
+def _wait_args(cfg, proc):
+    spins, yields = spin_budget(cfg, shares_cpu(cpu_plan(cfg), proc))
+    return (cfg.wait_mode, spins, yields, cfg.sleep_us * 1000)
 
 
 def feed_args(segs, cfg):
@@ -82,7 +83,7 @@ def feed_args(segs, cfg):
     args = (market.kernel_args(), np.zeros(size, L.EVENT), segs.partition, hdrs, hdrs32, slots,
             segs.inputs[0].mask, np.zeros(n, np.int64), np.zeros(n, np.int64), policy, ctl,
             segs.stats.procs, FEED, segs.meta.view(np.uint32, stop_at, 1), cfg.batch,
-            float(cfg.rate), cfg.events, *_wait_args(cfg))
+            float(cfg.rate), cfg.events, *_wait_args(cfg, FEED))
     return run, args
 
 
@@ -141,7 +142,7 @@ def worker_args(segs, cfg, w):
             dst.slots.view(L.BAR_RECORD), dst.slots.view(L.SIGNAL_RECORD),
             dst.slots.view(L.USER_RECORD), dst.mask, np.zeros(C_LEN, np.int64),
             np.zeros(3, np.int64), segs.stats.procs, proc, segs.stats.bells, bell, cfg.batch,
-            *_wait_args(cfg))
+            *_wait_args(cfg, proc))
     return (run if user is None else run_with_kernels), args
 
 
@@ -156,7 +157,7 @@ def aggregator_args(segs, cfg):
             np.zeros(n, np.int64), np.full(n, -1, np.int64), np.zeros(n, np.int64), snap.rows,
             snap.words, snap_hdr, bcast.hdr64, bcast.slots, bcast.mask, np.zeros(8, np.int64),
             stats.hists, stats.procs, proc, stats.bells, stats.bell_word(proc), cfg.batch,
-            *_wait_args(cfg))
+            *_wait_args(cfg, proc))
     return run, args
 
 
@@ -170,8 +171,16 @@ def preload(segs, cfg):
         kernel.compile(tuple(typeof(a) for a in args) + (typeof(BUDGET_NS),))
     _, fargs = kernels[0]
     control_args = (L.EV_END, 0, 0) + fargs[3:6] + (fargs[6], fargs[7]) + fargs[11:13] \
-        + _wait_args(cfg)
+        + _wait_args(cfg, FEED)
     control.compile(tuple(typeof(a) for a in control_args))
+
+
+def _await_others(procs):
+    """Start the stream only once every other process is in its loop: events sent
+    earlier would wait for them and their latency would measure the start-up."""
+    while not all(int(s) == L.RUN_RUNNING for s in procs["state"][FEED + 1:]):
+        procs[FEED]["heartbeat_ns"] = lib.shme_monotonic_ns()
+        time.sleep(0.0002)
 
 
 def run_feed(engine, cfg, cpu):
@@ -179,6 +188,7 @@ def run_feed(engine, cfg, cpu):
     segs = _enter(engine, FEED, L.ROLE_FEED, 0, cpu)
     run, args = feed_args(segs, cfg)
     ctl, tails = args[10], args[7]
+    _await_others(segs.stats.procs)
     ctl[C_T0] = lib.shme_monotonic_ns()
     hdrs, hdrs32, slots, mask = args[3], args[4], args[5], args[6]
 
@@ -186,7 +196,7 @@ def run_feed(engine, cfg, cpu):
         if run(*args, BUDGET_NS) != STOPPED:
             return False
         control(L.EV_END, max(int(ctl[C_SEQ]) - 1, 0), lib.shme_monotonic_ns(), hdrs, hdrs32,
-                slots, mask, tails, segs.stats.procs, FEED, *_wait_args(cfg))
+                slots, mask, tails, segs.stats.procs, FEED, *_wait_args(cfg, FEED))
         return True
     _loop(segs, FEED, step)
     segs.close()

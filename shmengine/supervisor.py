@@ -77,8 +77,8 @@ class Supervisor:
         self.segs = EngineSegments.create(cfg, symbol_names(cfg.symbols), os.getpid(),
                                           int(me.create_time() * 1000),
                                           P.analytics_params(cfg))
+        cfg.cpus = cpus = cpu_plan(cfg)  # resolved here: each child pins itself to one CPU
         P.preload(self.segs, cfg)
-        cpus = cpu_plan(cfg)
         ctx = multiprocessing.get_context("fork")
         specs = [(P.run_feed, (cfg.name, cfg, cpus[0]))]
         specs += [(P.run_worker, (cfg.name, cfg, w, cpus[1 + w])) for w in range(cfg.workers)]
