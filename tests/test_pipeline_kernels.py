@@ -1,9 +1,12 @@
 """Feed routing and aggregator merging, run on plain arrays (no processes)."""
+import time
+
 import numpy as np
 
 from shmengine import aggregator as A
 from shmengine import feed as F
 from shmengine import layout as L
+from shmengine.hist import COUNTS_LEN
 from shmengine.ring import CONSUMER, PRODUCER
 
 CAP = 16
@@ -28,9 +31,15 @@ def test_route_partitions_in_order_and_blocks_nothing_when_room():
     tails = np.zeros(2, np.int64)
     heads = np.zeros(2, np.int64)
     ctl = np.zeros(F.C_LEN, np.int64)
+    received = time.monotonic_ns() - 3_000_000
+    buf["recv_ts"] = [received, received - 2**40] * 4  # held 3 ms; and too long for u32
     n = F.route(buf, 0, 8, partition, hdrs, hdrs32, slots, CAP - 1, tails, heads,
                 L.POLICY_BLOCK, ctl, _procs(), 0, L.WAIT_SPIN, 10, 0, 1000)
+    held = (time.monotonic_ns() - received)
     assert n == 8 and list(tails) == [4, 4]
+    fresh = slots[0]["feed_ns"][[0, 2]], slots[1]["feed_ns"][[1, 3]]
+    assert all(3_000_000 <= v <= held for part in fresh for v in part)
+    assert (slots[0]["feed_ns"][[1, 3]] == 2**32 - 1).all()  # saturated
     assert list(slots[0]["seq"][:4]) == [0, 3, 4, 7]
     assert list(slots[1]["seq"][:4]) == [1, 2, 5, 6]
     F.control(L.EV_WATERMARK, 7, 0, hdrs, hdrs32, slots, CAP - 1, tails, _procs(), 0,
@@ -76,7 +85,7 @@ class Merge:
         self.bcast_hdr = np.zeros(L.RING_DATA_OFFSET // 8, np.int64)
         self.bcast = np.zeros(64, L.RESULT)
         self.state = np.zeros(8, np.int64)
-        self.hist = np.zeros(30000, np.int64)
+        self.hist = np.zeros((L.N_STAGES, COUNTS_LEN), np.int64)
 
     def push(self, w, *records):
         for r in records:
