@@ -93,6 +93,7 @@ extern "C" {
 #define SHME_EV_CLEAR 8
 #define SHME_EV_WATERMARK 9
 #define SHME_EV_END 10
+#define SHME_EV_STATUS 11 /* a source's status message: published as shme_status_record */
 
 #define SHME_SIDE_BID 0
 #define SHME_SIDE_ASK 1
@@ -106,6 +107,7 @@ extern "C" {
 #define SHME_RES_BAR 4    /* an OHLCV bar closed: shme_bar_record layout */
 #define SHME_RES_SIGNAL 5 /* a signal fired: shme_signal_record layout */
 #define SHME_RES_USER 6   /* a user kernel's record: shme_user_record layout */
+#define SHME_RES_STATUS 7 /* a source's status message: shme_status_record layout */
 #define SHME_RES_WATERMARK 9
 #define SHME_RES_END 10
 
@@ -326,6 +328,22 @@ typedef struct shme_user_record {
     uint8_t _pad_end[144];
 } shme_user_record;
 
+typedef struct shme_status_record {
+    uint64_t seq;
+    int64_t exch_ts;
+    int64_t recv_ts;
+    int64_t proc_ts;
+    uint32_t symbol;  /* 0 for a market-wide message */
+    uint8_t venue;
+    uint8_t kind; /* SHME_RES_STATUS */
+    uint8_t flags;
+    uint8_t event_type;
+    uint32_t message; /* the source's message type, e.g. 'S' (ITCH system event) */
+    uint32_t code;    /* its code, e.g. the event code or trading state */
+    int64_t number;   /* a number it carries, e.g. a broken trade's match number */
+    uint8_t _pad_end[264];
+} shme_status_record;
+
 /* No typedef: shme_snapshot() is the function that reads one, as with
  * struct stat and stat(). _pad1 pads the row to whole cache lines. */
 struct shme_snapshot {
@@ -503,6 +521,8 @@ SHME_STATIC_ASSERT(offsetof(shme_result, level_bid_px) == 152, "result levels");
 SHME_STATIC_ASSERT(sizeof(shme_bar_record) == sizeof(shme_result), "bar record size");
 SHME_STATIC_ASSERT(sizeof(shme_signal_record) == sizeof(shme_result), "signal record size");
 SHME_STATIC_ASSERT(sizeof(shme_user_record) == sizeof(shme_result), "user record size");
+SHME_STATIC_ASSERT(sizeof(shme_status_record) == sizeof(shme_result), "status record size");
+SHME_STATIC_ASSERT(offsetof(shme_status_record, number) == 48, "status record number");
 SHME_STATIC_ASSERT(offsetof(shme_bar_record, kind) == offsetof(shme_result, kind),
                    "bar record shares the result's head");
 SHME_STATIC_ASSERT(offsetof(shme_signal_record, kind) == offsetof(shme_result, kind),
@@ -641,6 +661,13 @@ static inline shme_user_record shme_as_user(const shme_result *r)
     shme_user_record u;
     memcpy(&u, r, sizeof u);
     return u;
+}
+
+static inline shme_status_record shme_as_status(const shme_result *r)
+{
+    shme_status_record s;
+    memcpy(&s, r, sizeof s);
+    return s;
 }
 
 /* ------------------------------------------------------------ attach API */

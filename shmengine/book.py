@@ -20,6 +20,9 @@ Rules the kernel applies to each event:
 
 * EV_WATERMARK and EV_END always produce a marker result (kind RES_WATERMARK
   or RES_END, the event's seq and clocks, every other field zero).
+* EV_STATUS of an owned symbol produces a RES_STATUS record (STATUS_RECORD
+  layout: the event's head, and its order_id, qty and price as message, code
+  and number) and changes nothing.
 * Bad events change nothing and produce nothing: a symbol this worker does
   not own, venue >= n_venues, an unknown type, an order id of 0 or >= 2**61,
   a side other than SIDE_BID/SIDE_ASK on an add, qty 0 on anything but a
@@ -50,8 +53,9 @@ from . import analytics
 from .atomics import prefetch
 from .layout import (
     EV_ADD, EV_CANCEL, EV_CLEAR, EV_DELETE, EV_END, EV_EXECUTE, EV_EXECUTE_PRICE,
-    EV_REPLACE, EV_TRADE, EV_WATERMARK, EVENT, FLAG_NON_PRINTABLE, MAX_VENUES, NO_VENUE,
-    RES_CLEAR, RES_END, RES_QUOTE, RES_TRADE, RES_WATERMARK, RESULT, RFLAG_CROSSED,
+    EV_REPLACE, EV_STATUS, EV_TRADE, EV_WATERMARK, EVENT, FLAG_NON_PRINTABLE, MAX_VENUES,
+    NO_VENUE, RES_CLEAR, RES_END, RES_QUOTE, RES_STATUS, RES_TRADE, RES_WATERMARK, RESULT,
+    RFLAG_CROSSED,
     RFLAG_LOCKED, SIDE_ASK, SIDE_BID, TOP_LEVELS,
 )
 
@@ -227,6 +231,10 @@ def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, 
         s = local_index[symbol] if symbol < local_index.shape[0] else -1
         if s < 0 or venue >= n_venues:
             counters[BAD_EVENTS] += 1
+            continue
+        if etype == EV_STATUS:
+            _write_status(out[(out_position + written) & out_mask], ev, proc_ts)
+            written += 1
             continue
         printed = False
         side = 0
@@ -841,6 +849,18 @@ def _write_marker(r, ev, kind, proc_ts):
         pad0[k] = 0
     r["feed_ns"] = ev["feed_ns"]
     r["worker_ns"] = 0
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _write_status(r, ev, proc_ts):
+    # STATUS_RECORD's message and code share RESULT's venue_bid_px word and its
+    # number RESULT's venue_bid_qty (layout asserts it), so the kernel writes
+    # them through the RESULT view it already has.
+    _write_marker(r, ev, RES_STATUS, proc_ts)
+    r["symbol"] = ev["symbol"]
+    r["venue"] = ev["venue"]
+    r["venue_bid_px"] = np.int64(np.uint32(ev["order_id"])) | (np.int64(ev["qty"]) << 32)
+    r["venue_bid_qty"] = ev["price"]
 
 
 # ---------------------------------------------------------------------------

@@ -62,10 +62,15 @@ EV_TRADE = 7          # non-displayed trade (P): price, qty, side of the resting
 EV_CLEAR = 8          # book reset for (symbol, venue)
 EV_WATERMARK = 9      # no event with seq <= this one is still on its way to you
 EV_END = 10           # end of stream: drain and stop
+EV_STATUS = 11        # a source's status message, published on the stream as it is:
+                      # order_id = its message type (ITCH: ord('S') system event, ord('H')
+                      # trading action, ord('B') broken trade, ...), qty = its code (ITCH: the
+                      # event code or trading state, ASCII), price = a number it carries (a
+                      # broken trade's match number), symbol = the symbol or 0 if market-wide
 EVENT_TYPE_NAMES = {EV_ADD: "add", EV_EXECUTE: "execute", EV_EXECUTE_PRICE: "execute_price",
                     EV_CANCEL: "cancel", EV_DELETE: "delete", EV_REPLACE: "replace",
                     EV_TRADE: "trade", EV_CLEAR: "clear", EV_WATERMARK: "watermark",
-                    EV_END: "end"}
+                    EV_END: "end", EV_STATUS: "status"}
 
 SIDE_BID = 0
 SIDE_ASK = 1
@@ -79,10 +84,11 @@ RES_CLEAR = 3      # a venue's book was cleared
 RES_BAR = 4        # an OHLCV bar closed (BAR_RECORD layout)
 RES_SIGNAL = 5     # a signal fired (SIGNAL_RECORD layout)
 RES_USER = 6       # a user kernel's record (USER_RECORD layout)
+RES_STATUS = 7     # a source's status message (STATUS_RECORD layout)
 RES_WATERMARK = 9  # worker has processed everything up to seq (never broadcast)
 RES_END = 10       # worker drained (never broadcast)
 RESULT_KIND_NAMES = {RES_QUOTE: "quote", RES_TRADE: "trade", RES_CLEAR: "clear",
-                     RES_BAR: "bar", RES_SIGNAL: "signal", RES_USER: "user",
+                     RES_BAR: "bar", RES_SIGNAL: "signal", RES_USER: "user", RES_STATUS: "status",
                      RES_WATERMARK: "watermark", RES_END: "end"}
 
 # signals (SIGNAL_RECORD.signal; bit 1 << signal in ANALYTICS.signals while active)
@@ -208,7 +214,16 @@ USER_RECORD = _stream_record([
     ("tag", "<i4"),            # the kernel's own record type
     ("values", "<f8", (USER_VALUES,)),
 ])
-for _dt in (BAR_RECORD, SIGNAL_RECORD, USER_RECORD):
+STATUS_RECORD = _stream_record([
+    ("message", "<u4"),        # the source's message type (EVENT.order_id of EV_STATUS)
+    ("code", "<u4"),           # its code (EVENT.qty)
+    ("number", "<i8"),         # a number it carries (EVENT.price)
+])
+# The book kernel writes a status record through the RESULT view (little-endian words).
+assert STATUS_RECORD.fields["message"][1] == RESULT.fields["venue_bid_px"][1]
+assert STATUS_RECORD.fields["code"][1] == RESULT.fields["venue_bid_px"][1] + 4
+assert STATUS_RECORD.fields["number"][1] == RESULT.fields["venue_bid_qty"][1]
+for _dt in (BAR_RECORD, SIGNAL_RECORD, USER_RECORD, STATUS_RECORD):
     assert _dt.itemsize == RESULT.itemsize
 
 # Ring segment: SEGMENT_HEADER, then RING_HEADER at offset 64, slots at RING_DATA_OFFSET.

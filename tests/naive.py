@@ -4,16 +4,18 @@ Orders live in one dict; every level, best price and consolidated level is
 recomputed from the orders whenever it is asked for. Nothing is bounded but
 max_orders (the kernel's max_levels is assumed large enough).
 """
+import numpy as np
+
 from shmengine.layout import (
     EV_ADD, EV_CANCEL, EV_CLEAR, EV_DELETE, EV_END, EV_EXECUTE, EV_EXECUTE_PRICE,
-    EV_REPLACE, EV_TRADE, EV_WATERMARK, FLAG_NON_PRINTABLE, NO_VENUE, RES_CLEAR, RES_END,
-    RES_QUOTE, RES_TRADE, RES_WATERMARK, RFLAG_CROSSED, RFLAG_LOCKED, SIDE_ASK, SIDE_BID,
-    TOP_LEVELS,
+    EV_REPLACE, EV_STATUS, EV_TRADE, EV_WATERMARK, FLAG_NON_PRINTABLE, NO_VENUE, RES_CLEAR,
+    RES_END, RES_QUOTE, RES_STATUS, RES_TRADE, RES_WATERMARK, RESULT, RFLAG_CROSSED,
+    RFLAG_LOCKED, SIDE_ASK, SIDE_BID, STATUS_RECORD, TOP_LEVELS,
 )
 
 MAX_ORDER_ID = 1 << 61
 KNOWN_TYPES = {EV_ADD, EV_EXECUTE, EV_EXECUTE_PRICE, EV_CANCEL, EV_DELETE, EV_REPLACE,
-               EV_TRADE, EV_CLEAR, EV_WATERMARK, EV_END}
+               EV_TRADE, EV_CLEAR, EV_WATERMARK, EV_END, EV_STATUS}
 
 
 class Order:
@@ -105,6 +107,8 @@ class NaiveBook:
         if symbol not in self.tape or venue >= self.n_venues or etype not in KNOWN_TYPES:
             self.bad_events += 1
             return None
+        if etype == EV_STATUS:
+            return self._status(ev, proc_ts)
         before = self._view(symbol, venue)
         printed = self._apply(ev, etype, symbol, venue)
         if printed is None:
@@ -238,6 +242,17 @@ class NaiveBook:
     def _marker(ev, kind, proc_ts):
         return dict(seq=int(ev["seq"]), exch_ts=int(ev["exch_ts"]), recv_ts=int(ev["recv_ts"]),
                     proc_ts=proc_ts, kind=kind, event_type=int(ev["type"]))
+
+    def _status(self, ev, proc_ts):
+        """The status message as a STATUS_RECORD, read back as RESULT fields."""
+        rec = np.zeros(1, STATUS_RECORD)
+        for name, value in self._marker(ev, RES_STATUS, proc_ts).items():
+            rec[name] = value
+        rec["symbol"], rec["venue"] = ev["symbol"], ev["venue"]
+        rec["message"], rec["code"], rec["number"] = ev["order_id"], ev["qty"], ev["price"]
+        as_result = rec.view(RESULT)[0]
+        return {name: as_result[name].item() for name in RESULT.names
+                if not name.startswith("_") and as_result[name].ndim == 0}
 
     def _result(self, ev, kind, symbol, venue, proc_ts):
         """Every non-pad RESULT field; fields not named are zero."""

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 from shmengine import book as B
 from shmengine.layout import (
     EV_ADD, EV_CANCEL, EV_CLEAR, EV_DELETE, EV_END, EV_EXECUTE, EV_EXECUTE_PRICE, EV_REPLACE,
-    EV_TRADE, EV_WATERMARK, EVENT, FLAG_NON_PRINTABLE, NO_VENUE, RES_CLEAR, RES_END, RES_QUOTE,
-    RES_TRADE, RES_WATERMARK, RESULT, RFLAG_CROSSED, RFLAG_LOCKED, SIDE_ASK, SIDE_BID,
-    TOP_LEVELS,
+    EV_STATUS, EV_TRADE, EV_WATERMARK, EVENT, FLAG_NON_PRINTABLE, NO_VENUE, RES_CLEAR, RES_END,
+    RES_QUOTE, RES_STATUS, RES_TRADE, RES_WATERMARK, RESULT, RFLAG_CROSSED, RFLAG_LOCKED,
+    SIDE_ASK, SIDE_BID, STATUS_RECORD, TOP_LEVELS,
 )
 from naive import NaiveBook
 
@@ -228,7 +228,10 @@ class Flow:
             return event(EV_CLEAR, **base)
         if r < 0.97:
             return event(EV_WATERMARK if rng.random() < 0.5 else EV_END, **base)
-        return event(int(rng.choice([0, 11, 200])), order_id=order_id, qty=qty, **base)
+        if r < 0.98:
+            return event(EV_STATUS, order_id=ord("B"), qty=ord("T"),
+                         price=int(rng.integers(1 << 40)), **base)
+        return event(int(rng.choice([0, 12, 200])), order_id=order_id, qty=qty, **base)
 
 
 def run_flow(seed, n_events, n_venues, n_owned, spread, overlap, adds):
@@ -482,7 +485,7 @@ def test_bad_events_are_counted_and_silent():
               add(0, 0, 2, SIDE_BID, 0, 10),                 # price
               add(0, 0, 2, SIDE_BID, 100, 0),                # qty
               event(0, 0, 0, 1),                              # unknown types
-              event(EV_END + 1, 0, 0, 1),
+              event(EV_STATUS + 1, 0, 0, 1),
               event(EV_EXECUTE, 0, 0, 1, qty=0),
               event(EV_CANCEL, 0, 0, 1, qty=0),
               event(EV_EXECUTE_PRICE, 0, 0, 1, qty=1, price=0),
@@ -509,6 +512,24 @@ def test_markers():
         want["seq"], want["exch_ts"], want["recv_ts"], want["proc_ts"] = seq, 1_000, 2_000, 9
         want["kind"], want["event_type"] = r["kind"], r["event_type"]
         assert r.tobytes() == want.tobytes()
+
+
+def test_status_is_published_and_changes_nothing():
+    book = book_of()
+    out = B.apply(book, stream(add(0, 0, 1, SIDE_BID, 100, 10),
+                               event(EV_STATUS, symbol=0, order_id=ord("H"), qty=ord("T")),
+                               event(EV_STATUS, symbol=0, order_id=ord("B"), price=123456789),
+                               event(EV_STATUS, symbol=9)),  # not owned: bad
+                  proc_ts=9)
+    assert out["kind"].tolist() == [RES_QUOTE, RES_STATUS, RES_STATUS]
+    st = out[1:].view(STATUS_RECORD)
+    assert st["message"].tolist() == [ord("H"), ord("B")]
+    assert st["code"].tolist() == [ord("T"), 0]
+    assert st["number"].tolist() == [0, 123456789]
+    assert st["seq"].tolist() == [2, 3] and (st["proc_ts"] == 9).all()
+    assert st["event_type"].tolist() == [EV_STATUS, EV_STATUS]
+    assert levels(book, 0, 0, SIDE_BID) == [(100, 10, 1)]
+    assert book.counters.tolist() == [0, 0, 1]
 
 
 def test_clear_then_readd():

@@ -25,6 +25,7 @@ STRUCTS = {
     "BAR_RECORD": "shme_bar_record",
     "SIGNAL_RECORD": "shme_signal_record",
     "USER_RECORD": "shme_user_record",
+    "STATUS_RECORD": "shme_status_record",
     "SNAPSHOT_ROW": "struct shme_snapshot",
     "SNAP_HEADER": "shme_snap_header",
     "ANALYTICS_ROW": "struct shme_analytics",
@@ -41,7 +42,7 @@ TAIL_PADS = {
 }
 # Stream records that share RESULT's size and its first fields (the event
 # that caused them), so a reader tells them apart by `kind` alone.
-STREAM_RECORDS = ("BAR_RECORD", "SIGNAL_RECORD", "USER_RECORD")
+STREAM_RECORDS = ("BAR_RECORD", "SIGNAL_RECORD", "USER_RECORD", "STATUS_RECORD")
 STREAM_HEAD = ("seq", "exch_ts", "recv_ts", "proc_ts", "symbol", "venue", "kind", "flags",
                "event_type")
 
