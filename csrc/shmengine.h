@@ -503,6 +503,38 @@ typedef struct shme_proc_stats {
     int64_t run_ns;         /* CLOCK_MONOTONIC when it started running */
 } shme_proc_stats;
 
+/* the feed's source and outputs; after the stage histograms in the stats segment */
+#define SHME_SRC_SYNTHETIC 0
+#define SHME_SRC_ITCH 1
+#define SHME_SRC_JOURNAL 2
+#define SHME_SRC_UDP 3
+
+typedef struct shme_link_stats {
+    uint32_t source;          /* SHME_SRC_* */
+    uint8_t publishing;
+    uint8_t journaling;
+    uint8_t _pad0[2];
+    int64_t messages;
+    int64_t bytes;
+    int64_t bad;              /* malformed or unknown messages and datagrams, dropped */
+    int64_t packets;
+    int64_t gaps;
+    int64_t requests;         /* retransmission requests sent */
+    int64_t retransmissions;  /* messages received in answer */
+    int64_t duplicates;
+    int64_t late;
+    int64_t lost;
+    int64_t pub_packets;
+    int64_t pub_messages;
+    int64_t pub_heartbeats;
+    int64_t pub_requests;
+    int64_t pub_resent;
+    int64_t journal_records;
+    int64_t journal_flushes;
+    int64_t journal_bytes;
+    uint8_t _pad1[8];
+} shme_link_stats;
+
 typedef struct shme_stats_header {
     uint32_t n_procs;
     uint32_t hist_len;      /* counts per histogram */
@@ -556,6 +588,7 @@ SHME_STATIC_ASSERT(SHME_META_INFO_OFFSET + sizeof(shme_engine_info) <= SHME_META
 SHME_STATIC_ASSERT(sizeof(shme_proc_stats) == 128, "proc stats size");
 SHME_STATIC_ASSERT(offsetof(shme_proc_stats, bell) == 96, "proc stats bell");
 SHME_STATIC_ASSERT(sizeof(shme_stats_header) == 64, "stats header size");
+SHME_STATIC_ASSERT(sizeof(shme_link_stats) == 160, "link stats size");
 SHME_STATIC_ASSERT(SHME_RING_PRODUCER_INTENT_OFFSET - SHME_RING_PRODUCER_OFFSET < SHME_PAD,
                    "intent shares the tail's padded block");
 SHME_STATIC_ASSERT(SHME_RING_CONSUMER_OFFSET - SHME_RING_PRODUCER_OFFSET >= SHME_PAD,

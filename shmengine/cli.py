@@ -68,7 +68,25 @@ def add_run(sub):
                    help="fire a spread signal at a quoted spread >= BPS (0: off)")
     p.add_argument("--kernel", dest="kernels", action="append", metavar="MODULE:FUNCTION",
                    help="run a user kernel in the workers (repeatable)")
+    add_source_flags(p)
     p.set_defaults(func=cmd_run)
+
+
+def add_source_flags(p, source=True):
+    if source:
+        p.add_argument("--source", metavar="SPEC",
+                       help="synthetic (default), itch:FILE, journal:DIR or udp://GROUP:PORT"
+                            "[?retransmit=HOST:PORT&interface=IP]")
+    p.add_argument("--speed", type=float,
+                   help="replay a file or journal on its own clock this many times faster "
+                        "(0: as fast as possible)")
+    p.add_argument("--take", metavar="K/N|NAMES",
+                   help="udp source: only the K-th of N hash partitions of the symbols, or "
+                        "these comma-separated names")
+    p.add_argument("--journal", metavar="DIR", help="write the sequenced stream to a journal")
+    p.add_argument("--publish", metavar="URL",
+                   help="publish the sequenced stream: udp://GROUP:PORT[?interface=IP&ttl=N"
+                        "&retransmit=PORT]")
 
 
 def cmd_run(args):
@@ -76,9 +94,34 @@ def cmd_run(args):
     keys = ("name", "symbols", "venues", "workers", "cpus", "rate", "duration", "events", "wait",
             "seed", "batch", "ring_capacity", "result_ring_capacity", "bcast_capacity", "linger",
             "drop", "save_snapshot", "summary_json", "analytics", "bar_intervals", "signal_ofi",
-            "signal_spread_bps", "kernels")
-    cfg = config.load(args.config, {k: getattr(args, k) for k in keys})
+            "signal_spread_bps", "kernels", "source", "speed", "take", "journal", "publish")
+    cfg = config.load(args.config, {k: getattr(args, k, None) for k in keys})
     return supervisor.run(cfg)
+
+
+# ---------------------------------------------------------------- replay
+
+def add_replay(sub):
+    p = sub.add_parser("replay", help="run an engine fed from a journal (fast or paced)")
+    p.add_argument("journal_dir", metavar="JOURNAL")
+    p.add_argument("config", nargs="?", help="TOML config file (flags override it)")
+    p.add_argument("--name")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--cpus")
+    p.add_argument("--wait")
+    p.add_argument("--events", type=int, help="stop after this many events")
+    p.add_argument("--linger", action="store_const", const=True,
+                   help="after the last event, keep the final state attachable until stopped")
+    p.add_argument("--summary-json", dest="summary_json", metavar="FILE")
+    p.add_argument("--save-snapshot", dest="save_snapshot", metavar="FILE")
+    p.add_argument("--no-analytics", dest="analytics", action="store_const", const=False)
+    add_source_flags(p, source=False)
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args):
+    args.source = f"journal:{args.journal_dir}"
+    return cmd_run(args)
 
 
 # ---------------------------------------------------------------- status
@@ -324,10 +367,10 @@ def _being_created(engine):
 def parser():
     p = argparse.ArgumentParser(prog="shmengine", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (add_run, add_status, add_snapshot, add_stop, add_list, add_cleanup):
+    for add in (add_run, add_replay, add_status, add_snapshot, add_stop, add_list, add_cleanup):
         add(sub)
-    from . import doctor, inspector, latency, top
-    for tool in (top, latency, inspector, doctor):  # subcommands whose code has a module of its own
+    from . import doctor, inspector, journal_cli, latency, top
+    for tool in (top, latency, inspector, doctor, journal_cli):  # subcommands whose code has a module of its own
         tool.add_parser(sub)
     return p
 

@@ -42,6 +42,11 @@ class Config:
     save_snapshot: str = ""        # .npy or .parquet file for the final snapshot table
     summary_json: str = ""         # write the final figures (and latency histogram) here
     linger: bool = False           # after the stream ends, keep serving the final state until stopped
+    source: str = "synthetic"      # synthetic | itch:FILE | journal:DIR | udp://GROUP:PORT (sources.py)
+    speed: float = 0.0             # replay a file or journal on its own clock this much faster; 0: flat out
+    take: str = ""                 # udp source: only these symbols ("K/N" hash partition, or names)
+    journal: str = ""              # write the sequenced stream to this journal directory
+    publish: str = ""              # publish the sequenced stream: udp://GROUP:PORT[?options]
     # Ring sizes keep the working set in a last-level cache: a 320-byte result ring of
     # 2**18 records (84 MB) made the aggregator 3x slower than one of 2**16.
     ring_capacity: int = 1 << 14   # events per feed->worker ring (64 B each)
@@ -259,6 +264,23 @@ def check(cfg):
     if cfg.kernels and cfg.result_ring_capacity < 2 * (len(cfg.kernels) + 1) * cfg.batch:
         raise ConfigError(f"with {len(cfg.kernels)} kernel(s), result_ring_capacity must be at "
                           f"least {2 * (len(cfg.kernels) + 1) * cfg.batch} for batch {cfg.batch}")
+    from . import sources
+    kind, _ = sources.parse(cfg.source)
+    if cfg.speed < 0:
+        raise ConfigError(f"speed must be >= 0 (0: as fast as possible), got {cfg.speed}")
+    if cfg.speed and kind not in (L.SRC_ITCH, L.SRC_JOURNAL):
+        raise ConfigError("speed paces a replay: it needs source itch:FILE or journal:DIR")
+    if cfg.take and kind != L.SRC_UDP:
+        raise ConfigError("take picks symbols from a multicast link: it needs source udp://...")
+    if cfg.take and cfg.journal:
+        raise ConfigError("a journal holds a whole stream: it cannot be written from a "
+                          "subscriber that takes only some symbols")
+    if cfg.publish:
+        sources.parse_udp(cfg.publish, "publish")
+    if cfg.journal and os.path.isdir(cfg.journal) and any(
+            e.endswith(".shj") for e in os.listdir(cfg.journal)):
+        raise ConfigError(f"journal {cfg.journal} already holds a stream: give a new directory "
+                          f"(or replay it with `shmengine replay {cfg.journal}`)")
     if cfg.save_snapshot and not cfg.save_snapshot.endswith((".npy", ".parquet")):
         raise ConfigError(f"save_snapshot must end in .npy or .parquet, got {cfg.save_snapshot!r}")
     return cfg

@@ -21,6 +21,7 @@ from .ring import CONSUMER, CONSUMER_BELL, await_room, publish
 
 STOPPED = 1
 MORE = 0
+TAPPED = 2  # a batch went out: buf[:ctl[C_ROUTED]] holds it (for a journal or a publisher)
 
 # feed control words (private int64 array)
 C_SEQ = 0        # next sequence number
@@ -116,10 +117,28 @@ def control(kind, seq, recv_ts, hdrs, hdrs32, slots, mask, tails, procs, me, mod
 
 
 @njit(cache=True)
+def _batch_sent(n, last, now, hdrs, hdrs32, slots, mask, tails, ctl, procs, me, mode, spins,
+                yields, sleep_ns):
+    """After a batch of n events up to seq ``last``: the watermark, the counters."""
+    control(L.EV_WATERMARK, last, now, hdrs, hdrs32, slots, mask, tails, procs, me, mode, spins,
+            yields, sleep_ns)
+    ctl[C_SEQ] = last + 1
+    p = procs[me]
+    p.events += n
+    p.batches += 1
+    p.drops = ctl[C_DROPS]
+    lag = 0
+    for w in range(len(hdrs)):
+        lag += tails[w] - load_acquire(hdrs[w], CONSUMER)
+    p.lag = lag
+
+
+@njit(cache=True)
 def run(margs, buf, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, ctl, procs, me,
-        stop,
+        stop, tap,
         batch, rate, limit, mode, spins, yields, sleep_ns, budget_ns):
-    """Generate and route for ``budget_ns``; returns STOPPED when the stream should end.
+    """Generate and route for ``budget_ns``; returns STOPPED when the stream should end,
+    and with ``tap`` TAPPED after each batch.
 
     ``stop`` is a uint32 array whose element 0 is the engine's stop request;
     ``limit`` is the number of events to send (0: no limit); ``rate`` events/s
@@ -155,17 +174,46 @@ def run(margs, buf, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, 
                                slots, mask, tails, heads, policy, ctl, procs, me, mode, spins,
                                yields, sleep_ns)
         if ctl[C_ROUTED] == n:
-            last = ctl[C_SEQ] + n - 1
-            control(L.EV_WATERMARK, last, now, hdrs, hdrs32, slots, mask, tails, procs, me, mode,
-                    spins, yields, sleep_ns)
-            ctl[C_SEQ] += n
+            _batch_sent(n, ctl[C_SEQ] + n - 1, now, hdrs, hdrs32, slots, mask, tails, ctl, procs,
+                        me, mode, spins, yields, sleep_ns)
             ctl[C_PENDING] = 0
-            p.events += n
-            p.batches += 1
-            p.drops = ctl[C_DROPS]
-            lag = 0
-            for w in range(len(hdrs)):
-                lag += tails[w] - load_acquire(hdrs[w], CONSUMER)
-            p.lag = lag
+            if tap:
+                return TAPPED
         now = monotonic_ns()
     return MORE
+
+
+# ---------------------------------------------------------------- other sources
+#
+# A source other than the synthetic market (an ITCH file, a journal, a multicast
+# link) is read in Python, a batch at a time, into ``buf``; these kernels stamp,
+# pace and route each batch.
+
+@njit(cache=True)
+def due_now(buf, n, exch0, wall0, speed, now):
+    """How many of buf[:n] are due at ``now`` when replaying the source's clock
+    ``speed`` times faster from (exch0, wall0); every one when speed is 0."""
+    if speed <= 0.0:
+        return n
+    for i in range(n):
+        if wall0 + np.int64((np.int64(buf[i].exch_ts) - exch0) / speed) > now:
+            return i
+    return n
+
+
+@njit(cache=True)
+def send_batch(buf, n, keep_seq, partition, hdrs, hdrs32, slots, mask, tails, heads, policy,
+               ctl, procs, me, mode, spins, yields, sleep_ns):
+    """Stamp buf[:n] (receive time; seq too unless ``keep_seq``), route it and send
+    the watermark, as the synthetic loop does for each of its batches."""
+    now = monotonic_ns()
+    seq = ctl[C_SEQ]
+    for i in range(n):
+        if not keep_seq:
+            buf[i].seq = seq + i
+        buf[i].recv_ts = now
+    procs[me].heartbeat_ns = now
+    route(buf, 0, n, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, ctl, procs,
+          me, mode, spins, yields, sleep_ns)
+    _batch_sent(n, np.int64(buf[n - 1].seq), now, hdrs, hdrs32, slots, mask, tails, ctl, procs,
+                me, mode, spins, yields, sleep_ns)

@@ -7,7 +7,8 @@ header together.
 Segments (POSIX shared memory, ``/dev/shm/shmengine.NAME.KIND``):
 
     meta        SEGMENT_HEADER, ENGINE_INFO, symbol names, partition map
-    stats       SEGMENT_HEADER, STATS_HEADER, PROC_STATS rows, latency counts per stage
+    stats       SEGMENT_HEADER, STATS_HEADER, PROC_STATS rows, latency counts per stage,
+                LINK_STATS
     in.W        SPSC ring of EVENT (feed -> worker W)
     out.W       SPSC ring of RESULT (worker W -> aggregator)
     snap        SEGMENT_HEADER, SNAP_HEADER, SNAPSHOT rows (one per symbol)
@@ -461,6 +462,41 @@ N_STAGES = 5
 STAGE_NAMES = {STAGE_TOTAL: "total", STAGE_FEED: "feed", STAGE_RING: "ring",
                STAGE_WORKER: "worker", STAGE_MERGE: "merge"}
 
+# The feed's link counters: its source (file, journal or multicast subscriber) and,
+# when it publishes or journals, its outputs. Written by the feed only, after each batch.
+SRC_SYNTHETIC = 0
+SRC_ITCH = 1
+SRC_JOURNAL = 2
+SRC_UDP = 3
+SOURCE_KIND_NAMES = {SRC_SYNTHETIC: "synthetic", SRC_ITCH: "itch", SRC_JOURNAL: "journal",
+                     SRC_UDP: "udp"}
+LINK_STATS = np.dtype([
+    ("source", "<u4"),           # SRC_*
+    ("publishing", "u1"),        # 1 while the feed publishes to multicast
+    ("journaling", "u1"),        # 1 while the feed writes a journal
+    ("_pad0", "u1", 2),
+    ("messages", "<i8"),         # messages taken from the source
+    ("bytes", "<i8"),            # bytes taken from the source
+    ("bad", "<i8"),              # malformed or unknown messages and datagrams, dropped
+    ("packets", "<i8"),          # datagrams received
+    ("gaps", "<i8"),             # gaps detected in the sequence
+    ("requests", "<i8"),         # retransmission requests sent
+    ("retransmissions", "<i8"),  # messages received in answer to requests
+    ("duplicates", "<i8"),       # messages received more than once
+    ("late", "<i8"),             # packets that arrived after their gap was filled or given up
+    ("lost", "<i8"),             # messages given up on (never recovered)
+    ("pub_packets", "<i8"),      # datagrams published
+    ("pub_messages", "<i8"),     # messages published
+    ("pub_heartbeats", "<i8"),
+    ("pub_requests", "<i8"),     # retransmission requests answered
+    ("pub_resent", "<i8"),       # messages sent again in answers
+    ("journal_records", "<i8"),  # events written to the journal
+    ("journal_flushes", "<i8"),
+    ("journal_bytes", "<i8"),
+    ("_pad1", "u1", 8),
+], align=True)
+assert LINK_STATS.itemsize == 160
+
 STATS_HEADER = np.dtype([
     ("n_procs", "<u4"),
     ("hist_len", "<u4"),       # counts per histogram
@@ -499,5 +535,9 @@ def stats_hist_offset(n_procs):
     return STATS_PROCS_OFFSET + n_procs * PROC_STATS.itemsize
 
 
-def stats_size(n_procs, hist_len):
+def stats_link_offset(n_procs, hist_len):
     return stats_hist_offset(n_procs) + 8 * hist_len * N_STAGES
+
+
+def stats_size(n_procs, hist_len):
+    return stats_link_offset(n_procs, hist_len) + LINK_STATS.itemsize

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import layout as L
 from ._core import lib
+from . import sources
 from .config import cpu_plan, shares_cpu, spin_budget
 from .segments import EngineSegments
 
@@ -82,8 +83,9 @@ def feed_args(segs, cfg):
     policy = L.POLICY_DROP if cfg.drop else L.POLICY_BLOCK
     args = (market.kernel_args(), np.zeros(size, L.EVENT), segs.partition, hdrs, hdrs32, slots,
             segs.inputs[0].mask, np.zeros(n, np.int64), np.zeros(n, np.int64), policy, ctl,
-            segs.stats.procs, FEED, segs.meta.view(np.uint32, stop_at, 1), cfg.batch,
-            float(cfg.rate), cfg.events, *_wait_args(cfg, FEED))
+            segs.stats.procs, FEED, segs.meta.view(np.uint32, stop_at, 1),
+            bool(cfg.journal or cfg.publish), cfg.batch, float(cfg.rate), cfg.events,
+            *_wait_args(cfg, FEED))
     return run, args
 
 
@@ -184,22 +186,99 @@ def _await_others(procs):
 
 
 def run_feed(engine, cfg, cpu):
-    from .feed import C_SEQ, C_T0, STOPPED, control
+    from .feed import C_SEQ, C_T0, control
+    from .outputs import open_outputs
     segs = _enter(engine, FEED, L.ROLE_FEED, 0, cpu)
     run, args = feed_args(segs, cfg)
     ctl, tails = args[10], args[7]
+    hdrs, hdrs32, slots, mask = args[3], args[4], args[5], args[6]
+    names = segs.symbol_names()
+    outputs = open_outputs(cfg, names)
+    link = segs.stats.link
+    link["source"] = sources.parse(cfg.source)[0]
+    source = None if link["source"] == L.SRC_SYNTHETIC else sources.open_source(cfg, names)
     _await_others(segs.stats.procs)
     ctl[C_T0] = lib.shme_monotonic_ns()
-    hdrs, hdrs32, slots, mask = args[3], args[4], args[5], args[6]
+    batch = _source_step(segs, cfg, source, args) if source else _synthetic_step(run, args)
 
     def step():
-        if run(*args, BUDGET_NS) != STOPPED:
+        done = batch(outputs)
+        if source:
+            source.count(link)
+        outputs.count(link)
+        if not done:
             return False
         control(L.EV_END, max(int(ctl[C_SEQ]) - 1, 0), lib.shme_monotonic_ns(), hdrs, hdrs32,
                 slots, mask, tails, segs.stats.procs, FEED, *_wait_args(cfg, FEED))
         return True
-    _loop(segs, FEED, step)
+    try:
+        _loop(segs, FEED, step)
+    finally:
+        outputs.close()
+        if source:
+            source.close()
     segs.close()
+
+
+def _synthetic_step(run, args):
+    """One budget of the synthetic loop; with outputs, it hands each batch over."""
+    from .feed import C_ROUTED, STOPPED, TAPPED
+    buf, ctl = args[1], args[10]
+
+    def batch(outputs):
+        deadline = time.monotonic_ns() + BUDGET_NS
+        while True:
+            done = run(*args, BUDGET_NS)
+            if done == TAPPED:
+                outputs.write(buf[:ctl[C_ROUTED]])
+                outputs.idle()
+                if time.monotonic_ns() < deadline:
+                    continue
+                return False
+            return done == STOPPED
+    return batch
+
+
+def _source_step(segs, cfg, source, args):
+    """One budget of reading a source: pace, stamp, route, copy to the outputs."""
+    from .feed import due_now, send_batch
+    buf = args[1]
+    route_args = args[2:13]  # partition .. me
+    wait = _wait_args(cfg, FEED)
+    stop = args[13]
+    state = {"n": 0, "start": 0, "exch0": None, "wall0": 0}
+
+    def batch(outputs):
+        deadline = time.monotonic_ns() + BUDGET_NS
+        me = segs.stats.procs[FEED]
+        while time.monotonic_ns() < deadline:
+            if stop[0] or (cfg.events and me["events"] >= cfg.events):
+                return True
+            if state["start"] == state["n"]:
+                n = source.read(buf[:cfg.events - int(me["events"])] if cfg.events else buf)
+                state["n"], state["start"] = n, 0
+                if n == 0:
+                    if source.eof:
+                        return True
+                    outputs.idle()
+                    me["heartbeat_ns"] = lib.shme_monotonic_ns()
+                    time.sleep(0.0002)
+                    continue
+                if state["exch0"] is None:
+                    state["exch0"], state["wall0"] = int(buf[0]["exch_ts"]), lib.shme_monotonic_ns()
+            start, n = state["start"], state["n"]
+            k = due_now(buf[start:n], n - start, state["exch0"], state["wall0"], cfg.speed,
+                        lib.shme_monotonic_ns())
+            if k == 0:
+                me["heartbeat_ns"] = lib.shme_monotonic_ns()
+                time.sleep(0.0001)
+                continue
+            send_batch(buf[start:start + k], k, source.keep_seq, *route_args, *wait)
+            outputs.write(buf[start:start + k])
+            state["start"] = start + k
+        outputs.idle()
+        return False
+    return batch
 
 
 def run_worker(engine, cfg, w, cpu):

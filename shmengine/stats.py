@@ -30,6 +30,7 @@ class StatsBlock:
         self.hists = seg.view(np.int64, L.stats_hist_offset(n), n_hists * hist_len) \
             .reshape(n_hists, hist_len)
         self.hist = self.hists[L.STAGE_TOTAL]
+        self.link = seg.record(L.LINK_STATS, L.stats_link_offset(n, hist_len))
 
     @classmethod
     def create(cls, name, n_procs):
@@ -64,5 +65,5 @@ class StatsBlock:
         return {proc_label(row): int(row["cpu_ns"]) / 1e9 for row in self.procs}
 
     def close(self):
-        self.header = self.procs = self.bells = self.hist = self.hists = None
+        self.header = self.procs = self.bells = self.hist = self.hists = self.link = None
         self.seg.close()

@@ -17,12 +17,12 @@ import psutil
 
 from . import layout as L
 from . import process as P
+from . import sources
 from ._core import lib
 from .config import cpu_plan
 from .export import save_table
 from .table import combine
 from .hist import to_hdr
-from .market import symbol_names
 from .segments import EngineSegments
 
 POLL_S = 0.05
@@ -74,7 +74,9 @@ class Supervisor:
         cfg = self.cfg
         P.user_kernels(cfg)  # a broken kernel stops the start before anything is created
         me = psutil.Process()
-        self.segs = EngineSegments.create(cfg, symbol_names(cfg.symbols), os.getpid(),
+        names = sources.checked_names(cfg)
+        cfg.symbols = len(names)
+        self.segs = EngineSegments.create(cfg, names, os.getpid(),
                                           int(me.create_time() * 1000),
                                           P.analytics_params(cfg))
         cfg.cpus = cpus = cpu_plan(cfg)  # resolved here: each child pins itself to one CPU

@@ -33,6 +33,7 @@ STRUCTS = {
     "ENGINE_INFO": "shme_engine_info",
     "PROC_STATS": "shme_proc_stats",
     "STATS_HEADER": "shme_stats_header",
+    "LINK_STATS": "shme_link_stats",
 }
 # A row's trailing padding exists only as the row dtype's itemsize in Python;
 # the C struct names it. Row dtype -> (C name of the padding, unpadded dtype).

@@ -1,0 +1,97 @@
+"""What the feed copies its sequenced stream to: a journal, a multicast group.
+
+Both take each batch right after the feed routed it (``write(events)``), in
+the feed process, so they see exactly the sequence the workers see.
+
+    --journal DIR            append-only journal (the audit trail; ``shmengine
+                             replay DIR`` feeds an engine from it)
+    --publish udp://GROUP:PORT[?interface=IP&ttl=N&retransmit=PORT]
+                             MoldUDP64 over multicast, with a retransmission
+                             server on PORT (default: the group's port + 1)
+"""
+import os
+import time
+
+from . import layout as L
+from .sources import NAMES_FILE, parse_udp
+
+HEARTBEAT_S = 1.0  # a publisher with nothing to send says so this often
+
+
+JOURNAL_FLUSH_S = 0.05  # a journal's partial block reaches the file at least this often
+
+
+class Outputs:
+    def __init__(self, journal=None, publisher=None, server=None):
+        self.journal = journal
+        self.publisher = publisher
+        self.server = server
+        self.last_sent = self.last_flush = time.monotonic()
+        self.journal_records = self.journal_flushes = 0
+
+    def __bool__(self):
+        return self.journal is not None or self.publisher is not None
+
+    def write(self, events):
+        if self.journal is not None:
+            self.journal.append(events)
+            self.journal_records += len(events)
+        if self.publisher is not None:
+            self.publisher.send(events)
+            self.last_sent = time.monotonic()
+
+    def idle(self):
+        """Between batches: flush the journal now and then, answer retransmission
+        requests, heartbeat when quiet."""
+        now = time.monotonic()
+        if self.journal is not None and now - self.last_flush >= JOURNAL_FLUSH_S:
+            self.journal.flush()
+            self.journal_flushes += 1
+            self.last_flush = now
+        if self.server is not None:
+            self.server.poll()
+        if self.publisher is not None and time.monotonic() - self.last_sent >= HEARTBEAT_S:
+            self.publisher.heartbeat()
+            self.last_sent = time.monotonic()
+
+    def count(self, link):
+        link["journaling"] = self.journal is not None
+        link["publishing"] = self.publisher is not None
+        link["journal_records"] = self.journal_records
+        link["journal_bytes"] = self.journal_records * L.EVENT.itemsize
+        link["journal_flushes"] = self.journal_flushes
+        if self.publisher is not None:
+            counters = dict(self.publisher.counters)
+            if self.server is not None:
+                counters.update(self.server.counters)
+            for key, value in counters.items():
+                if f"pub_{key}" in L.LINK_STATS.names:
+                    link[f"pub_{key}"] = value
+
+    def close(self):
+        """Flush the journal; tell subscribers the session ended."""
+        if self.journal is not None:
+            self.journal.close()
+        if self.publisher is not None:
+            self.publisher.end()
+            self.publisher.close()
+        if self.server is not None:
+            self.server.close()
+
+
+def open_outputs(cfg, names):
+    journal = publisher = server = None
+    if cfg.journal:
+        from .journal import JournalWriter
+        os.makedirs(cfg.journal, exist_ok=True)
+        with open(os.path.join(cfg.journal, NAMES_FILE), "w") as fh:
+            fh.write("".join(f"{n}\n" for n in names))
+        journal = JournalWriter(cfg.journal, session=cfg.name[:10])
+    if cfg.publish:
+        from .multicast import Publisher, RetransmitServer
+        opts = parse_udp(cfg.publish, "publish")
+        publisher = Publisher(opts["group"], opts["port"], interface=opts.get("interface"),
+                              ttl=int(opts.get("ttl", 1)), session=cfg.name[:10])
+        server = RetransmitServer(publisher, port=int(opts.get("retransmit", opts["port"] + 1)),
+                                  interface=opts.get("interface"))
+    return Outputs(journal, publisher, server)

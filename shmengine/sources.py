@@ -1,0 +1,224 @@
+"""Where the feed's events come from, and where it copies them.
+
+    synthetic            the embedded market simulator (default; generated in numba)
+    itch:FILE            a NASDAQ TotalView-ITCH 5.0 file (plain or gzip)
+    journal:DIR          a journal this engine wrote (``--journal DIR``): a replay
+    udp://GROUP:PORT     another engine's stream over multicast (MoldUDP64)
+
+Every source but the synthetic one is read in Python a batch at a time into
+the feed's EVENT buffer; ``feed.send_batch`` stamps and routes it. Sources
+that carry the engine's sequence numbers (a journal, a multicast link) keep
+them, so a replay or a subscriber reproduces the original seqs; the others
+are numbered from 0. ``--speed X`` replays a file or journal on its own
+clock X times faster (0: as fast as possible).
+
+The symbols must be known before the engine starts: an ITCH file names its
+own (a first pass reads its stock directory), a journal keeps the names it
+was written with, and the synthetic market and a multicast subscriber use
+the synthetic names of ``--symbols`` (start a subscriber with the
+publisher's ``--symbols``).
+"""
+import os
+import sys
+from urllib.parse import parse_qs, urlsplit
+
+from . import layout as L
+from .config import ConfigError
+from .market import symbol_names
+from .segments import fnv1a64
+
+NAMES_FILE = "symbols.txt"  # beside a journal's segments: one name per line, in id order
+
+
+def parse(spec):
+    """(kind, argument) of a --source value; a ConfigError says what is wrong."""
+    if spec in ("", "synthetic"):
+        return L.SRC_SYNTHETIC, None
+    if spec.startswith("itch:"):
+        return L.SRC_ITCH, spec[len("itch:"):]
+    if spec.startswith("journal:"):
+        return L.SRC_JOURNAL, spec[len("journal:"):]
+    if spec.startswith("udp://"):
+        return L.SRC_UDP, parse_udp(spec, "source")
+    raise ConfigError(f"source must be synthetic, itch:FILE, journal:DIR or udp://GROUP:PORT, "
+                      f"got {spec!r}")
+
+
+def parse_udp(url, what):
+    """{'group', 'port', and the query's options} of udp://GROUP:PORT[?k=v&...]."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "udp" or not parts.hostname or not port:
+        raise ConfigError(f"{what} must look like udp://239.1.1.1:5000, got {url!r}")
+    opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return {"group": parts.hostname, "port": port, **opts}
+
+
+def names(cfg):
+    """Symbol names of the run, in id order."""
+    kind, arg = parse(cfg.source)
+    if kind == L.SRC_ITCH:
+        from .itch import scan_symbols
+        if not os.path.isfile(arg):
+            raise ConfigError(f"ITCH file {arg} not found")
+        found = scan_symbols(arg)
+        if not found:
+            raise ConfigError(f"ITCH file {arg} has no stock directory (R) message: no symbols")
+        return found
+    if kind == L.SRC_JOURNAL:
+        path = os.path.join(arg, NAMES_FILE)
+        try:
+            with open(path) as fh:
+                return [line.strip() for line in fh if line.strip()]
+        except FileNotFoundError:
+            raise ConfigError(f"{arg} is not a journal of this engine (no {NAMES_FILE})") \
+                from None
+    return symbol_names(cfg.symbols)
+
+
+def checked_names(cfg):
+    """``names(cfg)``, refused when the engine cannot hold that many."""
+    found = names(cfg)
+    if len(found) > L.MAX_SYMBOLS:
+        raise ConfigError(f"source {cfg.source} names {len(found):,} symbols; an engine holds "
+                          f"at most {L.MAX_SYMBOLS:,}")
+    return found
+
+
+def taken(cfg, names_):
+    """Which symbols a subscriber keeps: None (all), or a set of ids from ``take``:
+    "K/N" (the K-th of N hash partitions, as hosts split a universe) or names."""
+    take = cfg.take
+    if not take:
+        return None
+    if "/" in take:
+        try:
+            k, n = (int(x) for x in take.split("/"))
+        except ValueError:
+            k = n = -1
+        if not 0 <= k < n:
+            raise ConfigError(f"take must be K/N with 0 <= K < N, or symbol names; got {take!r}")
+        return {i for i, s in enumerate(names_) if fnv1a64(s.encode()) % n == k}
+    ids = {s: i for i, s in enumerate(names_)}
+    wanted = [s.strip() for s in take.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in ids]
+    if unknown:
+        raise ConfigError(f"take names unknown symbol {unknown[0]!r}")
+    return {ids[s] for s in wanted}
+
+
+class FileSource:
+    """Batches from a reader with ``read(buf) -> n`` and ``eof``."""
+
+    keep_seq = False
+
+    def __init__(self, reader, kind):
+        self.reader = reader
+        self.kind = kind
+
+    def read(self, buf):
+        return self.reader.read(buf)
+
+    @property
+    def eof(self):
+        return self.reader.eof
+
+    def count(self, link):
+        counts = getattr(self.reader, "counts", {})
+        bad = getattr(self.reader, "bad", {})
+        link["messages"] = sum(counts.values())
+        link["bad"] = sum(bad.values())
+        link["bytes"] = getattr(self.reader, "bytes_read", 0)
+
+    def close(self):
+        close = getattr(self.reader, "close", None)
+        if close:
+            close()
+
+
+class JournalSource:
+    """A journal's blocks, with their own seqs."""
+
+    keep_seq = True
+    kind = L.SRC_JOURNAL
+
+    def __init__(self, path):
+        from .journal import JournalReader
+        self.path = path
+        self.reader = JournalReader(path)
+        self.blocks = self.reader.batches()
+        self.pending = None
+        self.done = 0
+        self.eof = False
+
+    def read(self, buf):
+        n = 0
+        while n < len(buf):
+            if self.pending is None or not len(self.pending):
+                self.pending = next(self.blocks, None)
+                if self.pending is None:
+                    self.eof = True
+                    break
+            k = min(len(buf) - n, len(self.pending))
+            buf[n:n + k] = self.pending[:k]
+            self.pending = self.pending[k:]
+            n += k
+        self.done += n
+        return n
+
+    def count(self, link):
+        link["messages"] = self.done
+        link["bytes"] = self.done * L.EVENT.itemsize
+
+    def close(self):
+        self.blocks.close()
+        if self.reader.problem is not None:
+            print(f"shmengine: journal {self.path}: {self.reader.problem}; replayed the "
+                  f"{self.done:,} events before it", file=sys.stderr, flush=True)
+
+
+class UdpSource:
+    """A multicast subscriber: in-order events, gaps filled, maybe a subset of symbols."""
+
+    keep_seq = True
+    kind = L.SRC_UDP
+
+    def __init__(self, opts, symbols):
+        from .multicast import Subscriber
+        retransmit = None
+        if "retransmit" in opts:
+            host, _, port = opts["retransmit"].rpartition(":")
+            retransmit = (host, int(port))
+        self.sub = Subscriber(opts["group"], opts["port"], interface=opts.get("interface"),
+                              retransmit=retransmit, symbols=symbols)
+
+    def read(self, buf):
+        return self.sub.read(buf)
+
+    @property
+    def eof(self):
+        return self.sub.ended
+
+    def count(self, link):
+        for key, value in self.sub.counters.items():
+            if key in L.LINK_STATS.names:
+                link[key] = value
+
+    def close(self):
+        self.sub.close()
+
+
+def open_source(cfg, names_):
+    """The feed's reader for a non-synthetic source (opened in the feed process)."""
+    kind, arg = parse(cfg.source)
+    if kind == L.SRC_ITCH:
+        from .itch import ItchReader
+        return FileSource(ItchReader(arg), kind)
+    if kind == L.SRC_JOURNAL:
+        return JournalSource(arg)
+    if kind == L.SRC_UDP:
+        return UdpSource(arg, taken(cfg, names_))
+    raise ValueError("the synthetic source is generated inside the feed's kernel")

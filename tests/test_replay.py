@@ -1,0 +1,78 @@
+"""A run's journal replays into an identical engine: same table, same stream."""
+import os
+
+import numpy as np
+
+import shmengine
+from shmengine import layout as L
+
+from conftest import assert_same, cli, drained_stream, engine, wait_for
+
+EVENTS = 40_000  # the whole stream fits the broadcast ring
+
+
+def _final(*args):
+    """(table, stream) of a lingering engine once it drained."""
+    with engine(*args, "--linger") as proc:
+        with shmengine.attach(proc.name) as eng:
+            wait_for(lambda: eng.state() == "stopped", 120, "the engine to drain")
+            return eng.table(), drained_stream(eng)
+
+
+def test_replay_equals_the_original_run(tmp_path):
+    journal = tmp_path / "journal"
+    common = ("--symbols", 60, "--venues", 3, "--workers", 2, "--seed", 7)
+    table, stream = _final(*common, "--events", EVENTS, "--journal", journal)
+    assert sorted(os.listdir(journal))[-1] == "symbols.txt"
+    replay_table, replay_stream = _final("--source", f"journal:{journal}", "--workers", 1)
+    assert len(stream) > EVENTS // 2
+    assert_same(replay_stream, stream, L.WALL_CLOCK_FIELDS, "stream")
+    assert_same(replay_table, table, L.WALL_CLOCK_FIELDS, "table")
+    assert int(table["last_seq"].max()) == EVENTS - 1
+
+
+def test_replay_command_paced(tmp_path):
+    journal = tmp_path / "journal"
+    cli("run", "--name", f"jr{tmp_path.name[-6:]}", "--symbols", 20, "--events", 20_000,
+        "--journal", journal, "--rate", 0, check=True)
+    res = cli("replay", journal, "--name", f"jp{tmp_path.name[-6:]}", "--speed", 1e6,
+              check=True)
+    assert "20,000 events" in res.stdout
+
+
+def test_journal_flags_refuse_bad_use(tmp_path):
+    journal = tmp_path / "journal"
+    cli("run", "--name", f"jb{tmp_path.name[-6:]}", "--symbols", 10, "--events", 1000,
+        "--journal", journal, check=True)
+    for args, needle in (
+            (("run", "--journal", journal), "already holds a stream"),
+            (("run", "--speed", 2), "speed paces a replay"),
+            (("run", "--take", "0/2"), "take picks symbols"),
+            (("run", "--source", "nonsense"), "source must be"),
+            (("run", "--source", "itch:/no/such/file"), "not found"),
+            (("run", "--publish", "tcp://x"), "publish must look like"),
+            (("replay", tmp_path), "not a journal")):
+        res = cli(*args)
+        assert res.returncode != 0 and needle in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert np.all([name.endswith((".shj", ".txt")) for name in os.listdir(journal)])
+
+
+def test_a_journal_cut_off_mid_write_replays_its_good_prefix(tmp_path):
+    journal = tmp_path / "journal"
+    cli("run", "--name", f"jc{tmp_path.name[-6:]}", "--symbols", 20, "--events", 50_000,
+        "--journal", journal, check=True)
+    segment = journal / sorted(f for f in os.listdir(journal) if f.endswith(".shj"))[-1]
+    size = segment.stat().st_size
+    with open(segment, "r+b") as fh:  # power lost in the middle of the last block
+        fh.truncate(size - 1000)
+    res = cli("replay", journal, "--name", f"jd{tmp_path.name[-6:]}")
+    assert res.returncode == 0, res.stderr
+    kept = int(res.stderr.split("replayed the ")[1].split(" events")[0].replace(",", ""))
+    assert 0 < kept < 50_000 and f"{kept:,} events" in res.stdout
+    res = cli("journal", "check", journal)
+    assert res.returncode == 1 and "truncated" in (res.stdout + res.stderr).lower()
+    cli("journal", "check", journal, "--repair", check=True)
+    assert cli("journal", "check", journal).returncode == 0
+    res = cli("replay", journal, "--name", f"je{tmp_path.name[-6:]}", check=True)
+    assert f"{kept:,} events" in res.stdout and "replayed the" not in res.stderr
