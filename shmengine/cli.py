@@ -80,6 +80,8 @@ def add_source_flags(p, source=True):
     p.add_argument("--speed", type=float,
                    help="replay a file or journal on its own clock this many times faster "
                         "(0: as fast as possible)")
+    p.add_argument("--itch-date", dest="itch_date", metavar="YYYY-MM-DD",
+                   help="itch source: the trading day its times count from (midnight New York)")
     p.add_argument("--take", metavar="K/N|NAMES",
                    help="udp source: only the K-th of N hash partitions of the symbols, or "
                         "these comma-separated names")
@@ -94,7 +96,7 @@ def cmd_run(args):
     keys = ("name", "symbols", "venues", "workers", "cpus", "rate", "duration", "events", "wait",
             "seed", "batch", "ring_capacity", "result_ring_capacity", "bcast_capacity", "linger",
             "drop", "save_snapshot", "summary_json", "analytics", "bar_intervals", "signal_ofi",
-            "signal_spread_bps", "kernels", "source", "speed", "take", "journal", "publish")
+            "signal_spread_bps", "kernels", "source", "speed", "itch_date", "take", "journal", "publish")
     cfg = config.load(args.config, {k: getattr(args, k, None) for k in keys})
     return supervisor.run(cfg)
 

@@ -44,6 +44,7 @@ class Config:
     linger: bool = False           # after the stream ends, keep serving the final state until stopped
     source: str = "synthetic"      # synthetic | itch:FILE | journal:DIR | udp://GROUP:PORT (sources.py)
     speed: float = 0.0             # replay a file or journal on its own clock this much faster; 0: flat out
+    itch_date: str = ""            # itch source: the trading day (YYYY-MM-DD); "" : times from midnight
     take: str = ""                 # udp source: only these symbols ("K/N" hash partition, or names)
     journal: str = ""              # write the sequenced stream to this journal directory
     publish: str = ""              # publish the sequenced stream: udp://GROUP:PORT[?options]
@@ -270,6 +271,10 @@ def check(cfg):
         raise ConfigError(f"speed must be >= 0 (0: as fast as possible), got {cfg.speed}")
     if cfg.speed and kind not in (L.SRC_ITCH, L.SRC_JOURNAL):
         raise ConfigError("speed paces a replay: it needs source itch:FILE or journal:DIR")
+    if cfg.itch_date:
+        if kind != L.SRC_ITCH:
+            raise ConfigError("itch_date dates an ITCH file's times: it needs source itch:FILE")
+        sources.itch_midnight_ns(cfg.itch_date)
     if cfg.take and kind != L.SRC_UDP:
         raise ConfigError("take picks symbols from a multicast link: it needs source udp://...")
     if cfg.take and cfg.journal:

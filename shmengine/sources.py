@@ -57,6 +57,22 @@ def parse_udp(url, what):
     return {"group": parts.hostname, "port": port, **opts}
 
 
+def itch_midnight_ns(day):
+    """Midnight in New York (where NASDAQ's ITCH times count from) of YYYY-MM-DD, ns since
+    the epoch; 0 for ""."""
+    if not day:
+        return 0
+    import datetime
+    import zoneinfo
+    try:
+        date = datetime.date.fromisoformat(day)
+    except ValueError:
+        raise ConfigError(f"itch_date must be a day as YYYY-MM-DD, got {day!r}") from None
+    midnight = datetime.datetime(date.year, date.month, date.day,
+                                 tzinfo=zoneinfo.ZoneInfo("America/New_York"))
+    return int(midnight.timestamp()) * 1_000_000_000
+
+
 def names(cfg):
     """Symbol names of the run, in id order."""
     kind, arg = parse(cfg.source)
@@ -216,7 +232,7 @@ def open_source(cfg, names_):
     kind, arg = parse(cfg.source)
     if kind == L.SRC_ITCH:
         from .itch import ItchReader
-        return FileSource(ItchReader(arg), kind)
+        return FileSource(ItchReader(arg, date_ns=itch_midnight_ns(cfg.itch_date)), kind)
     if kind == L.SRC_JOURNAL:
         return JournalSource(arg)
     if kind == L.SRC_UDP:

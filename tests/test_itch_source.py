@@ -1,0 +1,68 @@
+"""An engine fed from an ITCH file equals one fed the same events by the synthetic market."""
+import time
+
+import numpy as np
+
+import shmengine
+from shmengine import layout as L
+from shmengine.itch_writer import synthetic_itch
+
+from conftest import assert_same, cli, drained_stream, engine, wait_for
+
+EVENTS = 30_000
+SYMBOLS = 40
+SEED = 11
+DAY = "2026-01-02"  # the synthetic market's day (itch_writer.MARKET_DATE_NS)
+STATUS_BEFORE = 3   # the writer's start-of-day system events: O, S, Q
+
+
+def _final(*args):
+    with engine(*args, "--linger") as proc:
+        with shmengine.attach(proc.name) as eng:
+            wait_for(lambda: eng.state() == "stopped", 120, "the engine to drain")
+            return eng.table(), drained_stream(eng), eng.stats()
+
+
+def test_itch_run_equals_the_synthetic_run(tmp_path):
+    path = tmp_path / "day.itch.gz"
+    synthetic_itch(str(path), EVENTS, SYMBOLS, SEED, gzip=True)
+    itch_table, itch_stream, st = _final("--source", f"itch:{path}", "--itch-date", DAY,
+                                         "--workers", 2)
+    table, stream, _ = _final("--symbols", SYMBOLS, "--venues", 1, "--seed", SEED,
+                              "--events", EVENTS, "--workers", 1)
+
+    status = itch_stream[itch_stream["kind"] == L.RES_STATUS].view(L.STATUS_RECORD)
+    assert [chr(m) for m in status["message"]] == ["S"] * 6
+    assert "".join(chr(c) for c in status["code"]) == "OSQMEC"
+    rest = itch_stream[itch_stream["kind"] != L.RES_STATUS].copy()
+    rest["seq"] -= STATUS_BEFORE
+    assert_same(rest, stream, L.WALL_CLOCK_FIELDS, "stream")
+    np.testing.assert_array_equal(itch_table["last_seq"], table["last_seq"] + STATUS_BEFORE)
+    np.testing.assert_array_equal(itch_table["an_seq"], table["an_seq"] + STATUS_BEFORE)
+    assert_same(itch_table, table, L.WALL_CLOCK_FIELDS + ("last_seq", "an_seq"), "table")
+    assert sum(p["bad_events"] for p in st["processes"]) == 0
+
+
+def test_itch_replay_paced_by_its_own_clock(tmp_path):
+    path = tmp_path / "day.itch"
+    events = synthetic_itch(str(path), 20_000, 10, 3)
+    span_s = (int(events["exch_ts"][-1]) - int(events["exch_ts"][0])) / 1e9
+    speed = span_s / 1.5  # the file's day in 1.5 s
+    t0 = time.monotonic()
+    res = cli("run", "--name", f"ip{tmp_path.name[-6:]}", "--source", f"itch:{path}",
+              "--speed", speed, check=True)
+    took = time.monotonic() - t0
+    assert "20,006 events" in res.stdout
+    assert took >= 1.4, f"a 1.5 s replay took {took:.2f} s"
+
+
+def test_bad_itch_sources(tmp_path):
+    empty = tmp_path / "empty.itch"
+    empty.write_bytes(b"")
+    res = cli("run", "--source", f"itch:{empty}")
+    assert res.returncode != 0 and "no stock directory" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = cli("run", "--source", "itch:x", "--itch-date", "2026-13-01")
+    assert res.returncode != 0 and "itch_date must be a day" in res.stderr
+    res = cli("run", "--itch-date", "2026-01-02")
+    assert res.returncode != 0 and "needs source itch:FILE" in res.stderr
