@@ -161,7 +161,29 @@ def cmd_status(args):
               for k in ("unknown_orders", "book_overflows", "bad_events", "user_dropped")}
     print("workers: " + "  ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()))
     print(f"analytics: {'on' if st['analytics'] else 'off'}")
+    for line in format_link(st["link"]):
+        print(line)
     return 0
+
+
+def format_link(link):
+    """Lines of the feed's source, multicast and journal counters (none for a plain run)."""
+    lines = []
+    kind = L.SOURCE_KIND_NAMES.get(link["source"], "?")
+    if kind != "synthetic":
+        counts = ["messages", "bad"] + (["bytes"] if link["bytes"] else [])
+        if kind == "udp":
+            counts += ["packets", "gaps", "requests", "retransmissions", "duplicates", "late",
+                       "lost"]
+        lines.append(f"source {kind}: " + "  ".join(f"{k} {link[k]:,}" for k in counts))
+    if link["publishing"]:
+        lines.append("publishing: " + "  ".join(
+            f"{k[4:]} {link[k]:,}" for k in ("pub_packets", "pub_messages", "pub_heartbeats",
+                                              "pub_requests", "pub_resent")))
+    if link["journaling"]:
+        lines.append(f"journal: {link['journal_records']:,} records, "
+                     f"{link['journal_bytes']:,} bytes, {link['journal_flushes']:,} flushes")
+    return lines
 
 
 # ---------------------------------------------------------------- snapshot

@@ -147,7 +147,6 @@ class FileSource:
         bad = getattr(self.reader, "bad", {})
         link["messages"] = sum(counts.values())
         link["bad"] = sum(bad.values())
-        link["bytes"] = getattr(self.reader, "bytes_read", 0)
 
     def close(self):
         close = getattr(self.reader, "close", None)

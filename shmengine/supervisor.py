@@ -76,6 +76,8 @@ class Supervisor:
         me = psutil.Process()
         names = sources.checked_names(cfg)
         cfg.symbols = len(names)
+        if sources.parse(cfg.source)[0] == L.SRC_ITCH:
+            cfg.venues = 1  # ITCH is one venue's feed
         self.segs = EngineSegments.create(cfg, names, os.getpid(),
                                           int(me.create_time() * 1000),
                                           P.analytics_params(cfg))

@@ -76,3 +76,16 @@ def test_a_journal_cut_off_mid_write_replays_its_good_prefix(tmp_path):
     assert cli("journal", "check", journal).returncode == 0
     res = cli("replay", journal, "--name", f"je{tmp_path.name[-6:]}", check=True)
     assert f"{kept:,} events" in res.stdout and "replayed the" not in res.stderr
+
+
+def test_status_shows_the_source_and_the_journal(tmp_path):
+    journal = tmp_path / "journal"
+    cli("run", "--name", f"jf{tmp_path.name[-6:]}", "--symbols", 20, "--events", 30_000,
+        "--journal", journal, check=True)
+    with engine("--source", f"journal:{journal}", "--speed", 1e-3, "--journal",
+                tmp_path / "again") as proc:
+        wait_for(lambda: "records" in cli("status", proc.name).stdout, 30, "journal counters")
+        out = cli("status", proc.name, check=True).stdout
+    assert "source journal: messages" in out and "journal:" in out
+    done = int(out.split("source journal: messages ")[1].split()[0].replace(",", ""))
+    assert 0 < done <= 30_000
