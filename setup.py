@@ -1,3 +1,3 @@
 from setuptools import setup
 
-setup(cffi_modules=["csrc/build_core.py:ffi"])
+setup(cffi_modules=["csrc/build_core.py:ffi", "csrc/build_net.py:ffi"])
