@@ -173,8 +173,7 @@ class Engine:
             "processes": [{f: row[f].item() for f in procs.dtype.names if not f.startswith("_")}
                           for row in procs],
             "analytics": segs.ana.enabled,
-            "link": {f: segs.stats.link[f].item() for f in L.LINK_STATS.names
-                     if not f.startswith("_")},
+            "link": segs.stats.link_counters(),
             "latency_ns": pct,
             "latency_samples": count,
             "rings": [{"name": r.name, "capacity": r.capacity, "fill": r.fill(),

@@ -14,7 +14,7 @@ import psutil
 from . import layout as L
 from . import shm
 from .config import ConfigError
-from .stats import proc_label
+from .stats import format_link, proc_label
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -164,26 +164,6 @@ def cmd_status(args):
     for line in format_link(st["link"]):
         print(line)
     return 0
-
-
-def format_link(link):
-    """Lines of the feed's source, multicast and journal counters (none for a plain run)."""
-    lines = []
-    kind = L.SOURCE_KIND_NAMES.get(link["source"], "?")
-    if kind != "synthetic":
-        counts = ["messages", "bad"] + (["bytes"] if link["bytes"] else [])
-        if kind == "udp":
-            counts += ["packets", "gaps", "requests", "retransmissions", "duplicates", "late",
-                       "lost"]
-        lines.append(f"source {kind}: " + "  ".join(f"{k} {link[k]:,}" for k in counts))
-    if link["publishing"]:
-        lines.append("publishing: " + "  ".join(
-            f"{k[4:]} {link[k]:,}" for k in ("pub_packets", "pub_messages", "pub_heartbeats",
-                                              "pub_requests", "pub_resent")))
-    if link["journaling"]:
-        lines.append(f"journal: {link['journal_records']:,} records, "
-                     f"{link['journal_bytes']:,} bytes, {link['journal_flushes']:,} flushes")
-    return lines
 
 
 # ---------------------------------------------------------------- snapshot

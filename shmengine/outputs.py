@@ -16,6 +16,10 @@ from . import layout as L
 from .sources import NAMES_FILE, parse_udp
 
 HEARTBEAT_S = 1.0  # a publisher with nothing to send says so this often
+# After the end of session, requests are answered until none came for SERVE_QUIET_S
+# (at most SERVE_AFTER_END_S): subscribers still filling gaps get their answers.
+SERVE_QUIET_S = 0.5
+SERVE_AFTER_END_S = 3.0
 
 
 JOURNAL_FLUSH_S = 0.05  # a journal's partial block reaches the file at least this often
@@ -61,22 +65,29 @@ class Outputs:
         link["journal_bytes"] = self.journal_records * L.EVENT.itemsize
         link["journal_flushes"] = self.journal_flushes
         if self.publisher is not None:
-            counters = dict(self.publisher.counters)
-            if self.server is not None:
-                counters.update(self.server.counters)
-            for key, value in counters.items():
-                if f"pub_{key}" in L.LINK_STATS.names:
-                    link[f"pub_{key}"] = value
+            for key in ("packets", "messages", "heartbeats"):
+                link[f"pub_{key}"] = self.publisher.counters[key]
+        if self.server is not None:
+            link["pub_requests"] = self.server.counters["requests"]
+            link["pub_resent"] = self.server.counters["replied_messages"]
 
-    def close(self):
-        """Flush the journal; tell subscribers the session ended."""
+    def close(self, beat=lambda: None):
+        """Flush the journal; tell subscribers the session ended, then keep answering
+        their requests for the gaps they still have until they go quiet."""
         if self.journal is not None:
             self.journal.close()
         if self.publisher is not None:
             self.publisher.end()
-            self.publisher.close()
         if self.server is not None:
+            start = quiet = time.monotonic()
+            while time.monotonic() - quiet < SERVE_QUIET_S and \
+                    time.monotonic() - start < SERVE_AFTER_END_S:
+                if self.server.poll(timeout=0.05):
+                    quiet = time.monotonic()
+                beat()
             self.server.close()
+        if self.publisher is not None:
+            self.publisher.close()
 
 
 def open_outputs(cfg, names):
@@ -92,6 +103,6 @@ def open_outputs(cfg, names):
         opts = parse_udp(cfg.publish, "publish")
         publisher = Publisher(opts["group"], opts["port"], interface=opts.get("interface"),
                               ttl=int(opts.get("ttl", 1)), session=cfg.name[:10])
-        server = RetransmitServer(publisher, port=int(opts.get("retransmit", opts["port"] + 1)),
-                                  interface=opts.get("interface"))
+        server = RetransmitServer(publisher, host=opts.get("interface") or "0.0.0.0",
+                                  port=int(opts.get("retransmit", opts["port"] + 1)))
     return Outputs(journal, publisher, server)

@@ -211,10 +211,13 @@ def run_feed(engine, cfg, cpu):
         control(L.EV_END, max(int(ctl[C_SEQ]) - 1, 0), lib.shme_monotonic_ns(), hdrs, hdrs32,
                 slots, mask, tails, segs.stats.procs, FEED, *_wait_args(cfg, FEED))
         return True
+    def beat():
+        segs.stats.procs[FEED]["heartbeat_ns"] = lib.shme_monotonic_ns()
+        outputs.count(link)
     try:
         _loop(segs, FEED, step)
     finally:
-        outputs.close()
+        outputs.close(beat)
         if source:
             source.close()
     segs.close()

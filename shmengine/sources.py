@@ -195,6 +195,10 @@ class JournalSource:
                   f"{self.done:,} events before it", file=sys.stderr, flush=True)
 
 
+# what a subscriber counts and drops, shown together as "bad"
+BAD_DATAGRAMS = ("wrong_session", "oversized", "truncated", "garbage", "beyond_window")
+
+
 class UdpSource:
     """A multicast subscriber: in-order events, gaps filled, maybe a subset of symbols."""
 
@@ -218,9 +222,12 @@ class UdpSource:
         return self.sub.ended
 
     def count(self, link):
-        for key, value in self.sub.counters.items():
-            if key in L.LINK_STATS.names:
-                link[key] = value
+        c = self.sub.counters
+        for key in ("packets", "messages", "gaps", "requests", "retransmissions", "duplicates",
+                    "late", "lost"):
+            link[key] = c[key]
+        link["bad"] = sum(c[k] for k in BAD_DATAGRAMS)
+        link["bytes"] = c["messages"] * L.EVENT.itemsize
 
     def close(self):
         self.sub.close()

@@ -17,6 +17,26 @@ def proc_label(row):
     return f"{role} {int(row['index'])}" if role == "worker" else role
 
 
+def format_link(link):
+    """Lines of the feed's source, multicast and journal counters (none for a plain run)."""
+    lines = []
+    kind = L.SOURCE_KIND_NAMES.get(link["source"], "?")
+    if kind != "synthetic":
+        counts = ["messages", "bad"] + (["bytes"] if link["bytes"] else [])
+        if kind == "udp":
+            counts += ["packets", "gaps", "requests", "retransmissions", "duplicates", "late",
+                       "lost"]
+        lines.append(f"source {kind}: " + "  ".join(f"{k} {link[k]:,}" for k in counts))
+    if link["publishing"]:
+        lines.append("publishing: " + "  ".join(
+            f"{k[4:]} {link[k]:,}" for k in ("pub_packets", "pub_messages", "pub_heartbeats",
+                                              "pub_requests", "pub_resent")))
+    if link["journaling"]:
+        lines.append(f"journal: {link['journal_records']:,} records, "
+                     f"{link['journal_bytes']:,} bytes, {link['journal_flushes']:,} flushes")
+    return lines
+
+
 class StatsBlock:
     def __init__(self, seg):
         self.seg = seg
@@ -59,6 +79,10 @@ class StatsBlock:
     def stage_histograms(self):
         """{stage name: HdrHistogram copy} for every STAGE_*."""
         return {name: to_hdr(self.hists[k]) for k, name in L.STAGE_NAMES.items()}
+
+    def link_counters(self):
+        """The feed's LINK_STATS as a dict."""
+        return {f: self.link[f].item() for f in L.LINK_STATS.names if not f.startswith("_")}
 
     def cpu_seconds(self):
         """{process label: CPU seconds it spent running}."""

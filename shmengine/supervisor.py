@@ -24,6 +24,7 @@ from .export import save_table
 from .table import combine
 from .hist import to_hdr
 from .segments import EngineSegments
+from .stats import format_link
 
 POLL_S = 0.05
 STARTUP_POLL_S = 0.002
@@ -189,6 +190,7 @@ class Supervisor:
             "stage_latency_ns": {name: {str(p): h.get_value_at_percentile(p) for p in (50, 99)}
                                  for name, h in stages.items()},
             "cpu_s": stats.cpu_seconds(),
+            "link": stats.link_counters(),
             "first_snapshot_s": self.first_snapshot_s,
             "drops": int(feed["drops"]),
             "unknown_orders": int(workers["unknown_orders"].sum()),
@@ -209,6 +211,7 @@ def format_summary(d):
             f"{name} {v['50'] / 1e3:,.1f} / {v['99'] / 1e3:,.1f}"
             for name, v in d["stage_latency_ns"].items() if name != "total"),
         "cpu (s): " + "  ".join(f"{label} {s:.2f}" for label, s in d["cpu_s"].items()),
+        *format_link(d["link"]),
     ]
     if d["first_snapshot_s"] is not None:
         lines.append(f"first snapshot published {d['first_snapshot_s']:.2f} s after start")
