@@ -202,16 +202,17 @@ def due_now(buf, n, exch0, wall0, speed, now):
 
 
 @njit(cache=True)
-def send_batch(buf, n, keep_seq, partition, hdrs, hdrs32, slots, mask, tails, heads, policy,
-               ctl, procs, me, mode, spins, yields, sleep_ns):
-    """Stamp buf[:n] (receive time; seq too unless ``keep_seq``), route it and send
-    the watermark, as the synthetic loop does for each of its batches."""
+def send_batch(buf, n, keep_seq, keep_recv, partition, hdrs, hdrs32, slots, mask, tails, heads,
+               policy, ctl, procs, me, mode, spins, yields, sleep_ns):
+    """Stamp buf[:n] (seq unless ``keep_seq``, receive time unless ``keep_recv``),
+    route it and send the watermark, as the synthetic loop does for each batch."""
     now = monotonic_ns()
     seq = ctl[C_SEQ]
     for i in range(n):
         if not keep_seq:
             buf[i].seq = seq + i
-        buf[i].recv_ts = now
+        if not keep_recv:
+            buf[i].recv_ts = now
     procs[me].heartbeat_ns = now
     route(buf, 0, n, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, ctl, procs,
           me, mode, spins, yields, sleep_ns)

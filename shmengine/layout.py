@@ -443,7 +443,8 @@ PROC_STATS = np.dtype([
     ("_pad1", "<u4"),
     ("user_dropped", "<i8"),    # user-kernel records dropped: out of order or out of the batch
     ("cpu_ns", "<i8"),          # CPU time (user + system) the process spent since it started running
-    ("run_ns", "<i8"),          # CLOCK_MONOTONIC when it started running
+    ("run_ns", "<i8"),          # CLOCK_MONOTONIC when it started running (a feed reading a
+                                # source other than the synthetic market: its first event)
 ], align=True)
 assert PROC_STATS.itemsize == 128
 

@@ -276,7 +276,10 @@ def _source_step(segs, cfg, source, args):
                 me["heartbeat_ns"] = lib.shme_monotonic_ns()
                 time.sleep(0.0001)
                 continue
-            send_batch(buf[start:start + k], k, source.keep_seq, *route_args, *wait)
+            if not me["events"]:
+                me["run_ns"] = lib.shme_monotonic_ns()  # a source's stream starts here
+            send_batch(buf[start:start + k], k, source.keep_seq, source.keep_recv, *route_args,
+                       *wait)
             outputs.write(buf[start:start + k])
             state["start"] = start + k
         outputs.idle()

@@ -3,7 +3,8 @@
     synthetic            the embedded market simulator (default; generated in numba)
     itch:FILE            a NASDAQ TotalView-ITCH 5.0 file (plain or gzip)
     journal:DIR          a journal this engine wrote (``--journal DIR``): a replay
-    udp://GROUP:PORT     another engine's stream over multicast (MoldUDP64)
+    udp://GROUP:PORT     another engine's stream over multicast (MoldUDP64); options
+                         retransmit=HOST:PORT, interface=IP, clock=shared
 
 Every source but the synthetic one is read in Python a batch at a time into
 the feed's EVENT buffer; ``feed.send_batch`` stamps and routes it. Sources
@@ -39,7 +40,14 @@ def parse(spec):
     if spec.startswith("journal:"):
         return L.SRC_JOURNAL, spec[len("journal:"):]
     if spec.startswith("udp://"):
-        return L.SRC_UDP, parse_udp(spec, "source")
+        opts = parse_udp(spec, "source")
+        unknown = set(opts) - {"group", "port", "retransmit", "interface", "clock"}
+        if unknown:
+            raise ConfigError(f"source {spec!r}: unknown option {sorted(unknown)[0]!r} "
+                              f"(retransmit=HOST:PORT, interface=IP, clock=local|shared)")
+        if opts.get("clock", "local") not in ("local", "shared"):
+            raise ConfigError(f"source {spec!r}: clock must be local or shared")
+        return L.SRC_UDP, opts
     raise ConfigError(f"source must be synthetic, itch:FILE, journal:DIR or udp://GROUP:PORT, "
                       f"got {spec!r}")
 
@@ -130,6 +138,7 @@ class FileSource:
     """Batches from a reader with ``read(buf) -> n`` and ``eof``."""
 
     keep_seq = False
+    keep_recv = False
 
     def __init__(self, reader, kind):
         self.reader = reader
@@ -158,6 +167,7 @@ class JournalSource:
     """A journal's blocks, with their own seqs."""
 
     keep_seq = True
+    keep_recv = False
     kind = L.SRC_JOURNAL
 
     def __init__(self, path):
@@ -200,12 +210,18 @@ BAD_DATAGRAMS = ("wrong_session", "oversized", "truncated", "garbage", "beyond_w
 
 
 class UdpSource:
-    """A multicast subscriber: in-order events, gaps filled, maybe a subset of symbols."""
+    """A multicast subscriber: in-order events, gaps filled, maybe a subset of symbols.
+
+    With ``clock=shared`` in the URL (hosts on one clock: namespaces of one
+    machine, or PTP), events keep the publisher's receive time, so this
+    engine's latency figures run from the publisher's receive.
+    """
 
     keep_seq = True
     kind = L.SRC_UDP
 
     def __init__(self, opts, symbols):
+        self.keep_recv = opts.get("clock") == "shared"
         from .multicast import Subscriber
         retransmit = None
         if "retransmit" in opts:
