@@ -238,6 +238,7 @@ def _synthetic_step(run, args):
                 if time.monotonic_ns() < deadline:
                     continue
                 return False
+            outputs.idle()
             return done == STOPPED
     return batch
 
