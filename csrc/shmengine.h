@@ -520,7 +520,7 @@ typedef struct shme_link_stats {
     int64_t packets;
     int64_t gaps;
     int64_t requests;         /* retransmission requests sent */
-    int64_t retransmissions;  /* messages received in answer */
+    int64_t retransmissions;  /* datagrams received in answer */
     int64_t duplicates;
     int64_t late;
     int64_t lost;

@@ -281,7 +281,8 @@ def check(cfg):
         raise ConfigError("a journal holds a whole stream: it cannot be written from a "
                           "subscriber that takes only some symbols")
     if cfg.publish:
-        sources.parse_udp(cfg.publish, "publish")
+        from .outputs import publish_options
+        publish_options(cfg.publish)
     if cfg.journal and os.path.isdir(cfg.journal) and any(
             e.endswith(".shj") for e in os.listdir(cfg.journal)):
         raise ConfigError(f"journal {cfg.journal} already holds a stream: give a new directory "

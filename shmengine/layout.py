@@ -482,7 +482,7 @@ LINK_STATS = np.dtype([
     ("packets", "<i8"),          # datagrams received
     ("gaps", "<i8"),             # gaps detected in the sequence
     ("requests", "<i8"),         # retransmission requests sent
-    ("retransmissions", "<i8"),  # messages received in answer to requests
+    ("retransmissions", "<i8"),  # datagrams received in answer to requests
     ("duplicates", "<i8"),       # messages received more than once
     ("late", "<i8"),             # packets that arrived after their gap was filled or given up
     ("lost", "<i8"),             # messages given up on (never recovered)

@@ -5,14 +5,19 @@ the feed process, so they see exactly the sequence the workers see.
 
     --journal DIR            append-only journal (the audit trail; ``shmengine
                              replay DIR`` feeds an engine from it)
-    --publish udp://GROUP:PORT[?interface=IP&ttl=N&retransmit=PORT]
+    --publish udp://GROUP:PORT[?interface=IP&ttl=N&retransmit=PORT&history=N]
                              MoldUDP64 over multicast, with a retransmission
                              server on PORT (default: the group's port + 1)
+                             answering from the last N events sent and, with
+                             --journal, from the journal for anything older
 """
 import os
 import time
 
+import numpy as np
+
 from . import layout as L
+from .config import ConfigError
 from .sources import NAMES_FILE, parse_udp
 
 HEARTBEAT_S = 1.0  # a publisher with nothing to send says so this often
@@ -99,10 +104,57 @@ def open_outputs(cfg, names):
             fh.write("".join(f"{n}\n" for n in names))
         journal = JournalWriter(cfg.journal, session=cfg.name[:10])
     if cfg.publish:
-        from .multicast import Publisher, RetransmitServer
-        opts = parse_udp(cfg.publish, "publish")
+        from .multicast import DEFAULT_HISTORY, Publisher, RetransmitServer
+        opts = publish_options(cfg.publish)
         publisher = Publisher(opts["group"], opts["port"], interface=opts.get("interface"),
-                              ttl=int(opts.get("ttl", 1)), session=cfg.name[:10])
-        server = RetransmitServer(publisher, host=opts.get("interface") or "0.0.0.0",
+                              ttl=int(opts.get("ttl", 1)), session=cfg.name[:10],
+                              history=int(opts.get("history", DEFAULT_HISTORY)))
+        server = RetransmitServer(Recall(publisher, journal, cfg.journal),
+                                  session=publisher.session,
+                                  host=opts.get("interface") or "0.0.0.0",
                                   port=int(opts.get("retransmit", opts["port"] + 1)))
     return Outputs(journal, publisher, server)
+
+
+PUBLISH_OPTIONS = ("interface", "ttl", "retransmit", "history")
+
+
+def publish_options(url):
+    """The options of a --publish URL, checked (a ConfigError says what is wrong)."""
+    opts = parse_udp(url, "publish")
+    unknown = set(opts) - {"group", "port", *PUBLISH_OPTIONS}
+    if unknown:
+        raise ConfigError(f"publish {url!r}: unknown option {sorted(unknown)[0]!r} "
+                          f"({', '.join(PUBLISH_OPTIONS)})")
+    for key in ("ttl", "retransmit", "history"):
+        if key in opts and not opts[key].isdigit():
+            raise ConfigError(f"publish {url!r}: {key} must be a whole number")
+    history = int(opts.get("history", 1))
+    if history < 1 or history & (history - 1):
+        raise ConfigError(f"publish {url!r}: history must be a power of two, got {history}")
+    return opts
+
+
+class Recall:
+    """What the retransmission server sends for a request: the publisher's recent
+    history, and what is older from the journal, when the engine writes one."""
+
+    def __init__(self, publisher, journal, path):
+        self.publisher = publisher
+        self.journal = journal
+        self.path = path
+
+    def __call__(self, seq, count):
+        events = self.publisher.history(seq, count)
+        if self.journal is None or (len(events) and int(events[0]["seq"]) == seq):
+            return events
+        older = count if not len(events) else int(events[0]["seq"]) - seq
+        from .journal import JournalReader
+        self.journal.flush()
+        got, n = [], 0
+        for batch in JournalReader(self.path).batches(start=seq):
+            got.append(batch[:older - n])
+            n += len(got[-1])
+            if n >= older:
+                break
+        return np.concatenate(got) if got else events

@@ -25,6 +25,11 @@ def cli(*args, timeout=120, check=False):
     return res
 
 
+def unique(prefix):
+    """An engine name no other run uses."""
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
 def segments_of(name):
     return shm.engine_segments(name)
 

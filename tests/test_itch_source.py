@@ -7,7 +7,7 @@ import shmengine
 from shmengine import layout as L
 from shmengine.itch_writer import synthetic_itch
 
-from conftest import assert_same, cli, drained_stream, engine, wait_for
+from conftest import assert_same, cli, drained_stream, engine, unique, wait_for
 
 EVENTS = 30_000
 SYMBOLS = 40
@@ -49,7 +49,7 @@ def test_itch_replay_paced_by_its_own_clock(tmp_path):
     span_s = (int(events["exch_ts"][-1]) - int(events["exch_ts"][0])) / 1e9
     speed = span_s / 1.5  # the file's day in 1.5 s
     t0 = time.monotonic()
-    res = cli("run", "--name", f"ip{tmp_path.name[-6:]}", "--source", f"itch:{path}",
+    res = cli("run", "--name", unique("ip"), "--source", f"itch:{path}",
               "--speed", speed, check=True)
     took = time.monotonic() - t0
     assert "20,006 events" in res.stdout

@@ -9,7 +9,7 @@ from shmengine.aggregator import record_stages
 from shmengine.hist import COUNTS_LEN, to_hdr
 from shmengine.latency import LatencyReport
 
-from conftest import cli, engine, segments_of, wait_for
+from conftest import cli, engine, segments_of, unique, wait_for
 
 
 def test_stages_split_the_total_exactly():
@@ -78,7 +78,7 @@ def test_stage_means_add_up_to_the_total(tmp_path):
 
 def test_summary_json_and_dead_engine_leftovers(tmp_path):
     summary = tmp_path / "summary.json"
-    cli("run", "--name", f"lat{tmp_path.name[-8:]}", "--symbols", 50, "--events", 200_000,
+    cli("run", "--name", unique("lat"), "--symbols", 50, "--events", 200_000,
         "--summary-json", summary, check=True)
     res = cli("latency", "--from", summary, check=True)
     samples = json.loads(summary.read_text())["latency_samples"]

@@ -6,7 +6,7 @@ import numpy as np
 import shmengine
 from shmengine import layout as L
 
-from conftest import assert_same, cli, drained_stream, engine, wait_for
+from conftest import assert_same, cli, drained_stream, engine, unique, wait_for
 
 EVENTS = 40_000  # the whole stream fits the broadcast ring
 
@@ -33,16 +33,16 @@ def test_replay_equals_the_original_run(tmp_path):
 
 def test_replay_command_paced(tmp_path):
     journal = tmp_path / "journal"
-    cli("run", "--name", f"jr{tmp_path.name[-6:]}", "--symbols", 20, "--events", 20_000,
+    cli("run", "--name", unique("jr"), "--symbols", 20, "--events", 20_000,
         "--journal", journal, "--rate", 0, check=True)
-    res = cli("replay", journal, "--name", f"jp{tmp_path.name[-6:]}", "--speed", 1e6,
+    res = cli("replay", journal, "--name", unique("jp"), "--speed", 1e6,
               check=True)
     assert "20,000 events" in res.stdout
 
 
 def test_journal_flags_refuse_bad_use(tmp_path):
     journal = tmp_path / "journal"
-    cli("run", "--name", f"jb{tmp_path.name[-6:]}", "--symbols", 10, "--events", 1000,
+    cli("run", "--name", unique("jb"), "--symbols", 10, "--events", 1000,
         "--journal", journal, check=True)
     for args, needle in (
             (("run", "--journal", journal), "already holds a stream"),
@@ -60,13 +60,13 @@ def test_journal_flags_refuse_bad_use(tmp_path):
 
 def test_a_journal_cut_off_mid_write_replays_its_good_prefix(tmp_path):
     journal = tmp_path / "journal"
-    cli("run", "--name", f"jc{tmp_path.name[-6:]}", "--symbols", 20, "--events", 50_000,
+    cli("run", "--name", unique("jc"), "--symbols", 20, "--events", 50_000,
         "--journal", journal, check=True)
     segment = journal / sorted(f for f in os.listdir(journal) if f.endswith(".shj"))[-1]
     size = segment.stat().st_size
     with open(segment, "r+b") as fh:  # power lost in the middle of the last block
         fh.truncate(size - 1000)
-    res = cli("replay", journal, "--name", f"jd{tmp_path.name[-6:]}")
+    res = cli("replay", journal, "--name", unique("jd"))
     assert res.returncode == 0, res.stderr
     kept = int(res.stderr.split("replayed the ")[1].split(" events")[0].replace(",", ""))
     assert 0 < kept < 50_000 and f"{kept:,} events" in res.stdout
@@ -74,13 +74,13 @@ def test_a_journal_cut_off_mid_write_replays_its_good_prefix(tmp_path):
     assert res.returncode == 1 and "truncated" in (res.stdout + res.stderr).lower()
     cli("journal", "check", journal, "--repair", check=True)
     assert cli("journal", "check", journal).returncode == 0
-    res = cli("replay", journal, "--name", f"je{tmp_path.name[-6:]}", check=True)
+    res = cli("replay", journal, "--name", unique("je"), check=True)
     assert f"{kept:,} events" in res.stdout and "replayed the" not in res.stderr
 
 
 def test_status_shows_the_source_and_the_journal(tmp_path):
     journal = tmp_path / "journal"
-    cli("run", "--name", f"jf{tmp_path.name[-6:]}", "--symbols", 20, "--events", 30_000,
+    cli("run", "--name", unique("jf"), "--symbols", 20, "--events", 30_000,
         "--journal", journal, check=True)
     with engine("--source", f"journal:{journal}", "--speed", 1e-3, "--journal",
                 tmp_path / "again") as proc:

@@ -1,0 +1,59 @@
+"""Engines linked by multicast on this host (loopback): a subscriber that joins late
+gets what the publisher no longer keeps in memory from the publisher's journal."""
+import random
+
+import numpy as np
+
+import shmengine
+from shmengine import layout as L
+
+from conftest import cli, engine, unique, wait_for
+from test_mold import loopback_multicast  # noqa: F401  (a fixture)
+
+SYMBOLS = 50
+EVENTS = 150_000
+
+
+def _events(name):
+    try:
+        with shmengine.attach(name) as eng:
+            return eng.stats()["events"]
+    except Exception:
+        return 0
+
+
+def test_late_subscriber_recovers_from_the_journal(loopback_multicast, tmp_path):  # noqa: F811
+    group = f"239.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+    port = random.randint(20_000, 60_000)
+    pub_table, sub_table = tmp_path / "pub.npy", tmp_path / "sub.npy"
+    with engine("--symbols", SYMBOLS, "--rate", 50_000, "--events", EVENTS,
+                "--publish", f"udp://{group}:{port}?interface=127.0.0.1&history=1024",
+                "--journal", tmp_path / "journal", "--save-snapshot", pub_table) as pub:
+        wait_for(lambda: _events(pub.name) > 20_000, 60, "the publisher to be well ahead")
+        res = cli("run", "--name", unique("ls"), "--symbols", SYMBOLS,
+                  "--source", f"udp://{group}:{port}?interface=127.0.0.1"
+                              f"&retransmit=127.0.0.1:{port + 1}",
+                  "--save-snapshot", sub_table, timeout=300, check=True)
+        out, err = pub.communicate(timeout=60)
+    assert pub.returncode == 0, err
+    link = dict(zip(*[iter(res.stdout.split("source udp: ")[1].splitlines()[0].split())] * 2))
+    counts = {k: int(v.replace(",", "")) for k, v in link.items()}
+    assert counts["retransmissions"] > 0 and counts["lost"] == 0, res.stdout
+    resent = int(out.split("publishing: ")[1].split("resent ")[1].split()[0].replace(",", ""))
+    assert resent >= 19_000, out  # far more than the 1,024 it kept: the journal answered
+    a, b = np.load(pub_table), np.load(sub_table)
+    for field in a.dtype.names:
+        if field not in L.WALL_CLOCK_FIELDS:
+            assert np.array_equal(a[field], b[field], equal_nan=a[field].dtype.kind == "f"), field
+
+
+def test_bad_publish_options():
+    for url, needle in (("udp://239.1.1.1:5000?colour=red", "unknown option 'colour'"),
+                        ("udp://239.1.1.1:5000?history=1000", "power of two"),
+                        ("udp://239.1.1.1:5000?ttl=x", "ttl must be a whole number"),
+                        ("udp://239.1.1.1", "publish must look like")):
+        res = cli("run", "--publish", url)
+        assert res.returncode != 0 and needle in res.stderr, (url, res.stderr)
+        assert "Traceback" not in res.stderr
+    res = cli("run", "--source", "udp://239.1.1.1:5000?clock=atomic")
+    assert res.returncode != 0 and "clock must be local or shared" in res.stderr
