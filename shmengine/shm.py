@@ -19,6 +19,9 @@ import posix_ipc
 from . import layout as L
 
 PREFIX = "shmengine."
+# Every page is mapped when a process maps a segment, not at its first touch on the
+# hot path: a minor fault costs microseconds, and a fresh engine takes thousands.
+MAP_FLAGS = mmap.MAP_SHARED | mmap.MAP_POPULATE
 SHM_DIR = "/dev/shm"
 
 
@@ -83,7 +86,7 @@ class Segment:
             raise SegmentError(f"segment {name} already exists: another engine of that name is "
                                f"running, or one died (run `shmengine cleanup`)") from None
         try:
-            buf = mmap.mmap(shm.fd, size)
+            buf = mmap.mmap(shm.fd, size, flags=MAP_FLAGS)
         finally:
             shm.close_fd()
         seg = cls(name, buf, True)
@@ -109,7 +112,7 @@ class Segment:
                 raise SegmentError(f"segment {name} is {size} bytes, too small to be a "
                                    f"shmengine segment (foreign or half-built)")
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            buf = mmap.mmap(shm.fd, size, prot=prot)
+            buf = mmap.mmap(shm.fd, size, flags=MAP_FLAGS, prot=prot)
         finally:
             shm.close_fd()
         seg = cls(name, buf, writable)
