@@ -369,7 +369,9 @@ def _being_created(engine):
 # ---------------------------------------------------------------- main
 
 def parser():
-    p = argparse.ArgumentParser(prog="shmengine", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="shmengine", description="A shared-memory market-data engine: run one, feed it "
+        "(synthetic market, ITCH, journal, multicast), attach to it, look inside it.")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (add_run, add_replay, add_status, add_snapshot, add_stop, add_list, add_cleanup):
         add(sub)

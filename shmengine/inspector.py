@@ -256,7 +256,8 @@ def stats_info(seg, problems):
         problems.append("died before stopping: " + ", ".join(f"{p['label']} (pid {p['pid']})"
                                                              for p in died))
     return {"processes": procs,
-            "latency_counts": {L.STAGE_NAMES.get(k, str(k)): int(c) for k, c in enumerate(totals)}}
+            "latency_counts": {L.STAGE_NAMES.get(k, str(k)): int(c) for k, c in enumerate(totals)},
+            "link": block.link_counters()}
 
 
 def ring_words(seg):
@@ -421,6 +422,9 @@ def fmt_stats(s):
                                          if k not in PROC_IDENTITY))
     lines.append("latency histogram counts: " + "  ".join(
         f"{k} {v:,}" for k, v in s["latency_counts"].items()))
+    link = s["link"]
+    lines.append(f"link: source {L.SOURCE_KIND_NAMES.get(link['source'], link['source'])}  "
+                 + "  ".join(f"{k} {v:,}" for k, v in link.items() if k != "source"))
     return lines
 
 

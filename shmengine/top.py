@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import layout as L
-from .stats import proc_label
+from .stats import format_link, proc_label
 
 POINTS = (50, 99, 99.9)
 
@@ -139,8 +139,12 @@ class Frame:
                       f"{int(row['volume']):,}", state)
         return t
 
+    def link(self):
+        lines = format_link(self.eng.segs.stats.link_counters())
+        return Text("\n".join(lines), style="dim") if lines else Text("")
+
     def render(self):
-        return Group(self.header(), self.processes(), self.rings(), self.latency(),
+        return Group(self.header(), self.link(), self.processes(), self.rings(), self.latency(),
                      self.symbols())
 
 
