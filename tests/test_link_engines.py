@@ -1,17 +1,20 @@
 """Engines linked by multicast on this host (loopback): a subscriber that joins late
 gets what the publisher no longer keeps in memory from the publisher's journal."""
 import random
+import signal
+import subprocess
+import sys
 
 import numpy as np
 
 import shmengine
 from shmengine import layout as L
+from shmengine import shm
 
-from conftest import cli, engine, unique, wait_for
+from conftest import ROOT, cli, engine, segments_of, unique, wait_for
 from test_mold import loopback_multicast  # noqa: F401  (a fixture)
 
 SYMBOLS = 50
-EVENTS = 150_000
 
 
 def _events(name):
@@ -26,22 +29,40 @@ def test_late_subscriber_recovers_from_the_journal(loopback_multicast, tmp_path)
     group = f"239.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
     port = random.randint(20_000, 60_000)
     pub_table, sub_table = tmp_path / "pub.npy", tmp_path / "sub.npy"
-    with engine("--symbols", SYMBOLS, "--rate", 50_000, "--events", EVENTS,
+    sub_name = unique("ls")
+    with engine("--symbols", SYMBOLS, "--rate", 20_000, "--duration", 300,
                 "--publish", f"udp://{group}:{port}?interface=127.0.0.1&history=1024",
                 "--journal", tmp_path / "journal", "--save-snapshot", pub_table) as pub:
         wait_for(lambda: _events(pub.name) > 20_000, 60, "the publisher to be well ahead")
-        res = cli("run", "--name", unique("ls"), "--symbols", SYMBOLS,
-                  "--source", f"udp://{group}:{port}?interface=127.0.0.1"
-                              f"&retransmit=127.0.0.1:{port + 1}",
-                  "--save-snapshot", sub_table, timeout=300, check=True)
-        out, err = pub.communicate(timeout=60)
-    assert pub.returncode == 0, err
-    link = dict(zip(*[iter(res.stdout.split("source udp: ")[1].splitlines()[0].split())] * 2))
+        sub = subprocess.Popen(
+            [sys.executable, "-m", "shmengine.cli", "run", "--name", sub_name, "--symbols",
+             str(SYMBOLS), "--source", f"udp://{group}:{port}?interface=127.0.0.1"
+             f"&retransmit=127.0.0.1:{port + 1}", "--save-snapshot", str(sub_table)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # it joins live, then fetches the first 20,000 and more from the journal
+            wait_for(lambda: _events(sub_name) > 30_000, 180, "the subscriber to catch up")
+            cli("stop", pub.name, check=True)  # ends the session: the subscriber ends too
+            out, err = pub.communicate(timeout=60)
+            sub_out, sub_err = sub.communicate(timeout=120)
+        finally:
+            if sub.poll() is None:
+                sub.send_signal(signal.SIGINT)
+                try:
+                    sub.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    sub.kill()
+                    sub.communicate()
+            for seg in segments_of(sub_name):
+                shm.unlink(seg)
+    assert pub.returncode == 0 and sub.returncode == 0, err + sub_err
+    link = dict(zip(*[iter(sub_out.split("source udp: ")[1].splitlines()[0].split())] * 2))
     counts = {k: int(v.replace(",", "")) for k, v in link.items()}
-    assert counts["retransmissions"] > 0 and counts["lost"] == 0, res.stdout
+    assert counts["retransmissions"] > 0 and counts["lost"] == 0, sub_out
     resent = int(out.split("publishing: ")[1].split("resent ")[1].split()[0].replace(",", ""))
     assert resent >= 19_000, out  # far more than the 1,024 it kept: the journal answered
     a, b = np.load(pub_table), np.load(sub_table)
+    assert a["updates"].sum() > 0
     for field in a.dtype.names:
         if field not in L.WALL_CLOCK_FIELDS:
             assert np.array_equal(a[field], b[field], equal_nan=a[field].dtype.kind == "f"), field
