@@ -51,13 +51,15 @@ PAGE = 4096
 
 
 def prefault(*states):
-    """Touch every page of the numpy arrays in ``states`` (arrays, or tuples of them,
-    nested), writing back what is there. Large zeroed arrays are mapped lazily; left
+    """Touch every page of the private numpy arrays in ``states`` (arrays, or tuples
+    of them, nested), writing back what is there. Large zeroed arrays are mapped lazily; left
     alone, their first writes fault pages in on the hot path, milliseconds' worth
     in the first seconds of a run."""
     for s in states:
         if isinstance(s, np.ndarray):
-            if s.nbytes >= PAGE and s.flags.c_contiguous and s.flags.writeable:
+            # Only the process's own arrays: shared segments are populated when mapped,
+            # and a write-back there could race another process's write.
+            if s.flags.owndata and s.nbytes >= PAGE and s.flags.c_contiguous:
                 b = s.reshape(-1).view(np.uint8)
                 b[::PAGE] = b[::PAGE]
         elif isinstance(s, tuple):
