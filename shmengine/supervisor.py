@@ -266,6 +266,8 @@ def engine_alive(info):
     pid = int(info["supervisor_pid"])
     try:
         p = psutil.Process(pid)
-        return int(p.create_time() * 1000) == int(info["supervisor_start"])
+        # A killed supervisor nobody has reaped yet is a zombie: gone all the same.
+        return int(p.create_time() * 1000) == int(info["supervisor_start"]) and \
+            p.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False

@@ -153,3 +153,22 @@ def test_processes_are_pinned_where_asked():
             for p in procs:
                 assert p["pid"] > 0 and p["state"] == L.RUN_STOPPED
         cli("stop", proc.name, check=True)
+
+
+def test_a_supervisor_killed_but_not_reaped_counts_as_gone():
+    import subprocess
+    import sys
+    from shmengine.supervisor import engine_alive
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        wait_for(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, 30,
+                 "the child to exit unreaped")
+        info = np.zeros((), L.ENGINE_INFO)
+        info["supervisor_pid"] = child.pid
+        info["supervisor_start"] = int(psutil.Process(child.pid).create_time() * 1000)
+        assert not engine_alive(info)
+        info["supervisor_pid"] = os.getpid()
+        info["supervisor_start"] = int(psutil.Process().create_time() * 1000)
+        assert engine_alive(info)
+    finally:
+        child.wait()
