@@ -33,6 +33,15 @@ def fmt_price(px):
 def add_run(sub):
     p = sub.add_parser("run", help="start an engine and run it until stopped")
     p.add_argument("config", nargs="?", help="TOML config file (flags override it)")
+    p.add_argument("--source", metavar="SPEC",
+                   help="synthetic (default), itch:FILE, journal:DIR or udp://GROUP:PORT"
+                        "[?retransmit=HOST:PORT&interface=IP&clock=shared]")
+    add_engine_flags(p)
+    p.set_defaults(func=cmd_run)
+
+
+def add_engine_flags(p):
+    """The flags of `run` and `replay`: each overrides the config key of its name."""
     p.add_argument("--name")
     p.add_argument("--symbols", type=int)
     p.add_argument("--venues", type=int)
@@ -68,15 +77,6 @@ def add_run(sub):
                    help="fire a spread signal at a quoted spread >= BPS (0: off)")
     p.add_argument("--kernel", dest="kernels", action="append", metavar="MODULE:FUNCTION",
                    help="run a user kernel in the workers (repeatable)")
-    add_source_flags(p)
-    p.set_defaults(func=cmd_run)
-
-
-def add_source_flags(p, source=True):
-    if source:
-        p.add_argument("--source", metavar="SPEC",
-                       help="synthetic (default), itch:FILE, journal:DIR or udp://GROUP:PORT"
-                            "[?retransmit=HOST:PORT&interface=IP]")
     p.add_argument("--speed", type=float,
                    help="replay a file or journal on its own clock this many times faster "
                         "(0: as fast as possible)")
@@ -88,15 +88,13 @@ def add_source_flags(p, source=True):
     p.add_argument("--journal", metavar="DIR", help="write the sequenced stream to a journal")
     p.add_argument("--publish", metavar="URL",
                    help="publish the sequenced stream: udp://GROUP:PORT[?interface=IP&ttl=N"
-                        "&retransmit=PORT]")
+                        "&retransmit=PORT&history=N]")
 
 
 def cmd_run(args):
+    import dataclasses
     from . import config, supervisor
-    keys = ("name", "symbols", "venues", "workers", "cpus", "rate", "duration", "events", "wait",
-            "seed", "batch", "ring_capacity", "result_ring_capacity", "bcast_capacity", "linger",
-            "drop", "save_snapshot", "summary_json", "analytics", "bar_intervals", "signal_ofi",
-            "signal_spread_bps", "kernels", "source", "speed", "itch_date", "take", "journal", "publish")
+    keys = [f.name for f in dataclasses.fields(config.Config)]
     cfg = config.load(args.config, {k: getattr(args, k, None) for k in keys})
     return supervisor.run(cfg)
 
@@ -107,17 +105,7 @@ def add_replay(sub):
     p = sub.add_parser("replay", help="run an engine fed from a journal (fast or paced)")
     p.add_argument("journal_dir", metavar="JOURNAL")
     p.add_argument("config", nargs="?", help="TOML config file (flags override it)")
-    p.add_argument("--name")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--cpus")
-    p.add_argument("--wait")
-    p.add_argument("--events", type=int, help="stop after this many events")
-    p.add_argument("--linger", action="store_const", const=True,
-                   help="after the last event, keep the final state attachable until stopped")
-    p.add_argument("--summary-json", dest="summary_json", metavar="FILE")
-    p.add_argument("--save-snapshot", dest="save_snapshot", metavar="FILE")
-    p.add_argument("--no-analytics", dest="analytics", action="store_const", const=False)
-    add_source_flags(p, source=False)
+    add_engine_flags(p)
     p.set_defaults(func=cmd_replay)
 
 

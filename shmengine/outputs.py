@@ -38,9 +38,6 @@ class Outputs:
         self.last_sent = self.last_flush = time.monotonic()
         self.journal_records = self.journal_flushes = 0
 
-    def __bool__(self):
-        return self.journal is not None or self.publisher is not None
-
     def write(self, events):
         if self.journal is not None:
             self.journal.append(events)

@@ -23,10 +23,12 @@ import os
 import sys
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
+
 from . import layout as L
 from .config import ConfigError
 from .market import symbol_names
-from .segments import fnv1a64
+from .segments import partition_map
 
 NAMES_FILE = "symbols.txt"  # beside a journal's segments: one name per line, in id order
 
@@ -125,7 +127,7 @@ def taken(cfg, names_):
             k = n = -1
         if not 0 <= k < n:
             raise ConfigError(f"take must be K/N with 0 <= K < N, or symbol names; got {take!r}")
-        return {i for i, s in enumerate(names_) if fnv1a64(s.encode()) % n == k}
+        return set(np.flatnonzero(partition_map(names_, n) == k).tolist())
     ids = {s: i for i, s in enumerate(names_)}
     wanted = [s.strip() for s in take.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in ids]
@@ -134,15 +136,16 @@ def taken(cfg, names_):
     return {ids[s] for s in wanted}
 
 
-class FileSource:
-    """Batches from a reader with ``read(buf) -> n`` and ``eof``."""
+class ItchSource:
+    """An ITCH file's order messages as events, numbered here."""
 
     keep_seq = False
     keep_recv = False
+    kind = L.SRC_ITCH
 
-    def __init__(self, reader, kind):
-        self.reader = reader
-        self.kind = kind
+    def __init__(self, path, date_ns):
+        from .itch import ItchReader
+        self.reader = ItchReader(path, date_ns=date_ns)
 
     def read(self, buf):
         return self.reader.read(buf)
@@ -152,15 +155,11 @@ class FileSource:
         return self.reader.eof
 
     def count(self, link):
-        counts = getattr(self.reader, "counts", {})
-        bad = getattr(self.reader, "bad", {})
-        link["messages"] = sum(counts.values())
-        link["bad"] = sum(bad.values())
+        link["messages"] = sum(self.reader.counts.values())
+        link["bad"] = sum(self.reader.bad.values())
 
     def close(self):
-        close = getattr(self.reader, "close", None)
-        if close:
-            close()
+        self.reader.close()
 
 
 class JournalSource:
@@ -253,8 +252,7 @@ def open_source(cfg, names_):
     """The feed's reader for a non-synthetic source (opened in the feed process)."""
     kind, arg = parse(cfg.source)
     if kind == L.SRC_ITCH:
-        from .itch import ItchReader
-        return FileSource(ItchReader(arg, date_ns=itch_midnight_ns(cfg.itch_date)), kind)
+        return ItchSource(arg, itch_midnight_ns(cfg.itch_date))
     if kind == L.SRC_JOURNAL:
         return JournalSource(arg)
     if kind == L.SRC_UDP:

@@ -49,7 +49,6 @@ class StatsBlock:
         n_hists = int(self.header["n_hists"])
         self.hists = seg.view(np.int64, L.stats_hist_offset(n), n_hists * hist_len) \
             .reshape(n_hists, hist_len)
-        self.hist = self.hists[L.STAGE_TOTAL]
         self.link = seg.record(L.LINK_STATS, L.stats_link_offset(n, hist_len))
 
     @classmethod
@@ -89,5 +88,5 @@ class StatsBlock:
         return {proc_label(row): int(row["cpu_ns"]) / 1e9 for row in self.procs}
 
     def close(self):
-        self.header = self.procs = self.bells = self.hist = self.hists = self.link = None
+        self.header = self.procs = self.bells = self.hists = self.link = None
         self.seg.close()

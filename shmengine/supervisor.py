@@ -22,7 +22,6 @@ from ._core import lib
 from .config import cpu_plan
 from .export import save_table
 from .table import combine
-from .hist import to_hdr
 from .segments import EngineSegments
 from .stats import format_link
 
@@ -76,6 +75,7 @@ class Supervisor:
         P.user_kernels(cfg)  # a broken kernel stops the start before anything is created
         me = psutil.Process()
         names = sources.checked_names(cfg)
+        sources.taken(cfg, names)  # a bad share of the symbols fails here, not in the feed
         cfg.symbols = len(names)
         if sources.parse(cfg.source)[0] == L.SRC_ITCH:
             cfg.venues = 1  # ITCH is one venue's feed
@@ -172,8 +172,8 @@ class Supervisor:
         feed = stats.procs[P.FEED]
         workers = stats.procs[1:1 + self.cfg.workers]
         events = int(feed["events"])
-        hist = to_hdr(stats.hist)
         stages = stats.stage_histograms()
+        hist = stages["total"]
         return {
             "name": self.cfg.name, "workers": self.cfg.workers, "wait": self.cfg.wait,
             "symbols": self.cfg.symbols, "venues": self.cfg.venues, "rate": self.cfg.rate,

@@ -118,3 +118,12 @@ def drained_stream(eng):
     while len(chunks[-1]):
         chunks.append(sub.poll())
     return np.concatenate(chunks)
+
+
+def final_state(*args):
+    """(table, stream, stats) of an engine run with ``args`` once it drained (--linger)."""
+    import shmengine
+    with engine(*args, "--linger") as proc:
+        with shmengine.attach(proc.name) as eng:
+            wait_for(lambda: eng.state() == "stopped", 120, "the engine to drain")
+            return eng.table(), drained_stream(eng), eng.stats()

@@ -3,11 +3,10 @@ import time
 
 import numpy as np
 
-import shmengine
 from shmengine import layout as L
 from shmengine.itch_writer import synthetic_itch
 
-from conftest import assert_same, cli, drained_stream, engine, unique, wait_for
+from conftest import assert_same, cli, final_state, unique
 
 EVENTS = 30_000
 SYMBOLS = 40
@@ -16,19 +15,12 @@ DAY = "2026-01-02"  # the synthetic market's day (itch_writer.MARKET_DATE_NS)
 STATUS_BEFORE = 3   # the writer's start-of-day system events: O, S, Q
 
 
-def _final(*args):
-    with engine(*args, "--linger") as proc:
-        with shmengine.attach(proc.name) as eng:
-            wait_for(lambda: eng.state() == "stopped", 120, "the engine to drain")
-            return eng.table(), drained_stream(eng), eng.stats()
-
-
 def test_itch_run_equals_the_synthetic_run(tmp_path):
     path = tmp_path / "day.itch.gz"
     synthetic_itch(str(path), EVENTS, SYMBOLS, SEED, gzip=True)
-    itch_table, itch_stream, st = _final("--source", f"itch:{path}", "--itch-date", DAY,
+    itch_table, itch_stream, st = final_state("--source", f"itch:{path}", "--itch-date", DAY,
                                          "--workers", 2)
-    table, stream, _ = _final("--symbols", SYMBOLS, "--venues", 1, "--seed", SEED,
+    table, stream, _ = final_state("--symbols", SYMBOLS, "--venues", 1, "--seed", SEED,
                               "--events", EVENTS, "--workers", 1)
 
     status = itch_stream[itch_stream["kind"] == L.RES_STATUS].view(L.STATUS_RECORD)

@@ -78,3 +78,6 @@ def test_bad_publish_options():
         assert "Traceback" not in res.stderr
     res = cli("run", "--source", "udp://239.1.1.1:5000?clock=atomic")
     assert res.returncode != 0 and "clock must be local or shared" in res.stderr
+    for take, needle in (("3/2", "take must be K/N"), ("ZZZZ", "unknown symbol 'ZZZZ'")):
+        res = cli("run", "--source", "udp://239.1.1.1:5000", "--take", take)
+        assert res.returncode != 0 and needle in res.stderr and "Traceback" not in res.stderr

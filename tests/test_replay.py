@@ -3,28 +3,20 @@ import os
 
 import numpy as np
 
-import shmengine
 from shmengine import layout as L
 
-from conftest import assert_same, cli, drained_stream, engine, unique, wait_for
+from conftest import assert_same, cli, engine, final_state, unique, wait_for
 
 EVENTS = 40_000  # the whole stream fits the broadcast ring
-
-
-def _final(*args):
-    """(table, stream) of a lingering engine once it drained."""
-    with engine(*args, "--linger") as proc:
-        with shmengine.attach(proc.name) as eng:
-            wait_for(lambda: eng.state() == "stopped", 120, "the engine to drain")
-            return eng.table(), drained_stream(eng)
 
 
 def test_replay_equals_the_original_run(tmp_path):
     journal = tmp_path / "journal"
     common = ("--symbols", 60, "--venues", 3, "--workers", 2, "--seed", 7)
-    table, stream = _final(*common, "--events", EVENTS, "--journal", journal)
+    table, stream, _ = final_state(*common, "--events", EVENTS, "--journal", journal)
     assert sorted(os.listdir(journal))[-1] == "symbols.txt"
-    replay_table, replay_stream = _final("--source", f"journal:{journal}", "--workers", 1)
+    replay_table, replay_stream, _ = final_state("--source", f"journal:{journal}",
+                                                 "--workers", 1)
     assert len(stream) > EVENTS // 2
     assert_same(replay_stream, stream, L.WALL_CLOCK_FIELDS, "stream")
     assert_same(replay_table, table, L.WALL_CLOCK_FIELDS, "table")
