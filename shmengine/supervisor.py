@@ -35,6 +35,19 @@ class EngineFailed(Exception):
     pass
 
 
+def process_age_s(pid="self"):
+    """Seconds since a process started, to the kernel's clock tick (10 ms).
+
+    Its start in ticks after boot (/proc/PID/stat) against CLOCK_BOOTTIME:
+    psutil's create_time adds the boot time, which /proc/stat gives in whole
+    seconds, so it can be off by up to a second.
+    """
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+
+
 def process_label(proc, n_workers):
     if proc == P.FEED:
         return "feed"
@@ -122,7 +135,7 @@ class Supervisor:
                 running = True
                 self._set_state(L.RUN_RUNNING)
             if self.first_snapshot_s is None and self.segs.snap.header["results"] > 0:
-                self.first_snapshot_s = time.time() - psutil.Process().create_time()
+                self.first_snapshot_s = process_age_s()
             if all(p.exitcode == 0 for p in self.children):
                 return
             over = cfg.duration and time.monotonic() - t_start >= cfg.duration

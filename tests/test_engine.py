@@ -172,3 +172,18 @@ def test_a_supervisor_killed_but_not_reaped_counts_as_gone():
         assert engine_alive(info)
     finally:
         child.wait()
+
+
+def test_process_age_counts_from_the_process_start():
+    # The start-up figure in every summary is this age: it must not carry the
+    # whole-second rounding of the boot time that psutil's create_time adds.
+    import subprocess
+    import sys
+    code = ("import time; from shmengine.supervisor import process_age_s; "
+            "print(time.monotonic() - process_age_s())")
+    launched = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    started = float(out)
+    # a clock tick (10 ms) of rounding and the fork and exec
+    assert -0.02 <= started - launched < 0.1, started - launched
