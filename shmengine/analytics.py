@@ -93,7 +93,6 @@ from numba import njit
 
 from . import layout as L
 from .atomics import fence_release, prefetch, store_relaxed, store_release
-from .hist import bit_length
 
 ROW_WORDS = L.ANALYTICS_SIZE // 8
 MAX_EXTRA = L.MAX_BAR_INTERVALS + len(L.SIGNAL_NAMES)  # records one result may add
@@ -455,19 +454,16 @@ def _first(st, p, t):
 def _accumulate_time(st, row, dt, pb, pbq, pa, paq):
     """dt ns spent in the previous state."""
     row.time_total += dt
-    if _two_sided(pbq, paq):
-        if pb == pa:
-            row.time_locked += dt
-        elif pb > pa:
-            row.time_crossed += dt
-    bits = st.at_bid
-    while bits:  # one turn per venue at the best: the lowest set bit's index
-        row.venue_time_at_bid[bit_length(bits & -bits) - 1] += dt
-        bits &= bits - 1
-    bits = st.at_ask
-    while bits:
-        row.venue_time_at_ask[bit_length(bits & -bits) - 1] += dt
-        bits &= bits - 1
+    # Without branches: which venues were at the best changes from one result
+    # to the next, and a loop over the set bits mispredicts its exit.
+    two = np.int64(_two_sided(pbq, paq))
+    row.time_locked += dt * (two & np.int64(pb == pa))
+    row.time_crossed += dt * (two & np.int64(pb > pa))
+    at_bid = st.at_bid
+    at_ask = st.at_ask
+    for v in range(L.MAX_VENUES):
+        row.venue_time_at_bid[v] += dt * ((at_bid >> v) & 1)
+        row.venue_time_at_ask[v] += dt * ((at_ask >> v) & 1)
 
 
 @njit(cache=True, _nrt=False)
@@ -622,17 +618,18 @@ def _clear_bar(st, row, k):
 
 @njit(cache=True, _nrt=False, inline="always")
 def _depth_metrics(r, row, depth_levels):
+    bid_qty = r.level_bid_qty
+    ask_qty = r.level_ask_qty
     depth_bid = 0
     depth_ask = 0
-    for k in range(depth_levels):
-        depth_bid += r.level_bid_qty[k]
-        depth_ask += r.level_ask_qty[k]
-    if depth_bid == row.depth_bid and depth_ask == row.depth_ask and row.an_updates > 0:
-        return
+    for k in range(L.TOP_LEVELS):  # unrolled: no loop exit to predict
+        use = np.int64(k < depth_levels)
+        depth_bid += bid_qty[k] * use
+        depth_ask += ask_qty[k] * use
+    total = depth_bid + depth_ask
     row.depth_bid = depth_bid
     row.depth_ask = depth_ask
-    row.depth_imbalance = ((depth_bid - depth_ask) / (depth_bid + depth_ask)
-                           if depth_bid + depth_ask > 0 else np.nan)
+    row.depth_imbalance = (depth_bid - depth_ask) / total if total > 0 else np.nan
 
 
 @njit(cache=True, _nrt=False, inline="always")
