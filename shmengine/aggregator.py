@@ -21,6 +21,9 @@ from .atomics import load_acquire, load_seq_cst, monotonic_ns, store_relaxed, st
 from .hist import record
 from .ring import CONSUMER_WAIT, PRODUCER, release
 
+# Kernels that allocate nothing run without numba's reference counting
+# (_nrt=False): with it, taking a ring out of a tuple per record is an atomic
+# increment and decrement.
 NEVER = np.int64(2**62)
 DONE = 1
 MORE = 0
@@ -32,7 +35,7 @@ ST_CROSSED = 2
 ST_RESULTS = 3
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _absorb_control(slots, mask, w, heads, tails, known, ended):
     while heads[w] < tails[w]:
         rec = slots[heads[w] & mask]
@@ -46,7 +49,7 @@ def _absorb_control(slots, mask, w, heads, tails, known, ended):
         heads[w] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def record_stages(hists, rec, publish_ts):
     """Record a published result's latency, whole and per stage (layout.STAGE_*)."""
     total = publish_ts - rec.recv_ts
@@ -59,7 +62,7 @@ def record_stages(hists, rec, publish_ts):
     record(hists[L.STAGE_MERGE], total - worker_done)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def merge(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, rows, words,
           bcast_hdr, bcast_slots, bcast_mask, state, hists, max_n):
     """Merge up to ``max_n`` results; returns how many were merged."""
@@ -112,7 +115,7 @@ def merge(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, row
     return done
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def reflected(known):
     """Events whose effects are all in the table: every seq up to min(known)."""
     lo = NEVER
@@ -121,7 +124,7 @@ def reflected(known):
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _sleep(out_hdrs, out_hdrs32, heads, bell32, bell_word, sleep_ns):
     ticket = load_acquire(bell32, bell_word)
     for w in range(len(out_hdrs)):
@@ -136,7 +139,7 @@ def _sleep(out_hdrs, out_hdrs32, heads, bell32, bell_word, sleep_ns):
         store_relaxed(out_hdrs32[w], CONSUMER_WAIT, 0)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def run(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, rows, words,
         snap_hdr, bcast_hdr, bcast_slots, bcast_mask, state, hists, procs, me, bell32, bell_word,
         max_n, mode, spins, yields, sleep_ns, budget_ns):

@@ -18,19 +18,19 @@ TAIL = L.RING_PRODUCER_WORD
 INTENT = L.RING_PRODUCER_INTENT_WORD
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def begin_write(hdr64, tail, n):
     """Writer: announce slots [tail, tail + n) before writing them."""
     store_relaxed(hdr64, INTENT, tail + n)
     fence_release()
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def end_write(hdr64, tail):
     store_release(hdr64, TAIL, tail)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def read(hdr64, slots, mask, position, out, max_n):
     """Copy up to ``max_n`` records from ``position`` into ``out``.
 
@@ -51,7 +51,7 @@ def read(hdr64, slots, mask, position, out, max_n):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def tail(hdr64):
     return load_acquire(hdr64, TAIL)
 

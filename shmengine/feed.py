@@ -31,24 +31,27 @@ C_T0 = 3         # monotonic ns the run started (pacing origin)
 C_DROPS = 4
 C_LEN = 5
 
+# Kernels that allocate nothing run without numba's reference counting
+# (_nrt=False): with it, taking a ring out of a tuple per record is an atomic
+# increment and decrement.
 # Adaptive pacing sleeps until at least this much of the stream is due, rather than
 # spinning a core between events: events keep their own receive times, so this
 # batches work without adding latency to any event.
 PACE_QUANTUM_NS = 50_000
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _room(hdr, tail, capacity):
     return capacity - (tail - load_acquire(hdr, CONSUMER))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _publish_all(hdrs, hdrs32, tails):
     for w in range(len(hdrs)):
         publish(hdrs[w], hdrs32[w], tails[w], hdrs32[w], CONSUMER_BELL)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _wait_room(hdrs, hdrs32, tails, w, need, capacity, procs, me, mode, spins, yields, sleep_ns):
     """Block until ring w has room for ``need``; publishes everything first."""
     _publish_all(hdrs, hdrs32, tails)
@@ -58,7 +61,7 @@ def _wait_room(hdrs, hdrs32, tails, w, need, capacity, procs, me, mode, spins, y
         await_room(hdrs[w], hdrs32[w], tails[w], need, capacity, mode, spins, yields, sleep_ns)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def route(buf, start, n, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, ctl, procs,
           me, mode, spins, yields, sleep_ns):
     """Copy buf[start:start+n] to the owners' rings; returns how many were taken.
@@ -89,7 +92,7 @@ def route(buf, start, n, partition, hdrs, hdrs32, slots, mask, tails, heads, pol
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def control(kind, seq, recv_ts, hdrs, hdrs32, slots, mask, tails, procs, me, mode, spins,
             yields, sleep_ns):
     """Send a WATERMARK or END carrying ``seq`` to every worker, and publish."""
@@ -116,7 +119,7 @@ def control(kind, seq, recv_ts, hdrs, hdrs32, slots, mask, tails, procs, me, mod
     _publish_all(hdrs, hdrs32, tails)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _batch_sent(n, last, now, hdrs, hdrs32, slots, mask, tails, ctl, procs, me, mode, spins,
                 yields, sleep_ns):
     """After a batch of n events up to seq ``last``: the watermark, the counters."""
@@ -189,7 +192,7 @@ def run(margs, buf, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, 
 # link) is read in Python, a batch at a time, into ``buf``; these kernels stamp,
 # pace and route each batch.
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def due_now(buf, n, exch0, wall0, speed, now):
     """How many of buf[:n] are due at ``now`` when replaying the source's clock
     ``speed`` times faster from (exch0, wall0); every one when speed is 0."""
@@ -201,7 +204,7 @@ def due_now(buf, n, exch0, wall0, speed, now):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def send_batch(buf, n, keep_seq, keep_recv, partition, hdrs, hdrs32, slots, mask, tails, heads,
                policy, ctl, procs, me, mode, spins, yields, sleep_ns):
     """Stamp buf[:n] (seq unless ``keep_seq``, receive time unless ``keep_recv``),

@@ -41,7 +41,7 @@ def bit_length(typingctx, v):
     return types.int64(v), codegen
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def counts_index(value):
     """HdrHistogram's counts index of ``value`` (clamped into the range)."""
     if value < 1:
@@ -53,7 +53,7 @@ def counts_index(value):
     return ((bucket + 1) << _HALF_MAG) + sub - _HALF_COUNT
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def record(counts, value):
     counts[counts_index(value)] += 1
 
@@ -61,7 +61,7 @@ def record(counts, value):
 U32_MAX = 0xFFFFFFFF
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def span_u32(ns):
     """A duration in ns as the uint32 stage fields carry it: clamped to [0, 4.29 s]."""
     return np.uint32(min(max(ns, 0), U32_MAX))

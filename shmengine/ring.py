@@ -34,7 +34,7 @@ PRODUCER_WAIT = L.RING_PRODUCER_WAIT_WORD32
 PRODUCER_BELL = L.RING_PRODUCER_BELL_WORD32
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ring_bell(flag32, flag_word, bell32, bell_word):
     """Wake the other side if it flagged itself asleep (call after a cursor store)."""
     if load_seq_cst(flag32, flag_word) != 0:
@@ -43,21 +43,21 @@ def ring_bell(flag32, flag_word, bell32, bell_word):
         futex_wake(bell32, bell_word)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def publish(hdr64, hdr32, tail, bell32, bell_word):
     """Producer: make slots before ``tail`` visible and wake a sleeping consumer."""
     store_seq_cst(hdr64, PRODUCER, tail)
     ring_bell(hdr32, CONSUMER_WAIT, bell32, bell_word)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def release(hdr64, hdr32, head):
     """Consumer: hand slots before ``head`` back and wake a producer waiting for room."""
     store_seq_cst(hdr64, CONSUMER, head)
     ring_bell(hdr32, PRODUCER_WAIT, hdr32, PRODUCER_BELL)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def await_position(cur64, cur_word, target, flag32, flag_word, bell32, bell_word,
                    mode, spins, yields, sleep_ns):
     """Wait until the cursor ``cur64[cur_word]`` reaches ``target``; returns it.
@@ -88,14 +88,14 @@ def await_position(cur64, cur_word, target, flag32, flag_word, bell32, bell_word
     return c
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def await_readable(hdr64, hdr32, head, mode, spins, yields, sleep_ns):
     """Consumer of one ring: wait for a record at ``head``; returns the producer position."""
     return await_position(hdr64, PRODUCER, head + 1, hdr32, CONSUMER_WAIT, hdr32,
                           CONSUMER_BELL, mode, spins, yields, sleep_ns)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def await_room(hdr64, hdr32, tail, need, capacity, mode, spins, yields, sleep_ns):
     """Producer: wait for room for ``need`` records at ``tail``; returns the free count."""
     head = await_position(hdr64, CONSUMER, tail + need - capacity, hdr32, PRODUCER_WAIT,

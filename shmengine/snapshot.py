@@ -17,7 +17,7 @@ from .shm import Segment
 ROW_WORDS = L.SNAPSHOT_SIZE // 8
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def write_row(rows, words, r, publish_ts):
     """Apply one RESULT ``r`` to its symbol's row; returns the row's flags before."""
     sym = r.symbol
@@ -61,7 +61,7 @@ def write_row(rows, words, r, publish_ts):
     return before
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def read_seqlocked(words, row, row_words, out, out_row):
     """Copy row ``row`` (``row_words`` words, seqlock first) of ``words`` into row
     ``out_row`` of ``out``; returns how many times it retried."""
@@ -81,7 +81,7 @@ def read_seqlocked(words, row, row_words, out, out_row):
         cpu_relax()
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def read_seqlocked_rows(words, first, count, row_words, out):
     retries = 0
     for i in range(count):
