@@ -12,6 +12,14 @@ next sequence number the sender will use. A request packet, sent by a
 receiver to a retransmission server, is session, sequence and a 2-byte count
 of messages wanted; the answer is ordinary downstream packets, unicast.
 
+The symbol directory: a request in session ``DIRECTORY_SESSION`` asks the
+retransmission server for symbol names instead of events. Name i (the
+engine's symbol id) is message i + 1 of that session, its block the name in
+ASCII; the answer to (seq, count) is one packet of the names from seq on, as
+many as fit, and past the last name an end-of-session packet whose sequence
+number is the count of names plus one. A subscriber so learns the
+publisher's names before its engine starts (``fetch_names`` in multicast).
+
 Messages here are ``layout.EVENT`` records exactly as in memory (64 bytes,
 little endian). MoldUDP64 counts from 1, the engine from 0: the MoldUDP64
 sequence number of an event is ``event.seq + 1``, and each message's own
@@ -52,8 +60,9 @@ MESSAGE_LEN = L.EVENT.itemsize
 BLOCK_LEN = BLOCK_PREFIX + MESSAGE_LEN
 HEARTBEAT = 0
 END_OF_SESSION = 0xFFFF
-MAX_REQUEST = 0xFFFF          # the request's count field is 2 bytes
+MAX_REQUEST = 0xFFFE          # the count field is 2 bytes, and 0xFFFF means end of session
 IP_UDP_HEADERS = 28           # IPv4 (no options) + UDP
+DIRECTORY_SESSION = b"SYMBOLS   "  # a request for symbol names, not events
 DEFAULT_MTU = 1500
 SEQ_OFFSET = L.EVENT.fields["seq"][1]
 SYMBOL_OFFSET = L.EVENT.fields["symbol"][1]
@@ -404,6 +413,50 @@ def decode_request(data):
     if seq < 1 or count == 0 or count == END_OF_SESSION:
         return None
     return bytes(data[:SESSION_LEN]), seq, count
+
+
+def encode_names(names, seq, mtu=DEFAULT_MTU):
+    """The directory's answer to a request from MoldUDP64 sequence number seq:
+    the names from ``names[seq - 1]`` on that fit one packet, or the end of the
+    directory when seq is past the last."""
+    room = mtu - IP_UDP_HEADERS - HEADER_LEN
+    blocks = []
+    for name in names[seq - 1:]:
+        raw = name.encode("ascii")
+        if room < BLOCK_PREFIX + len(raw) or len(blocks) == MAX_REQUEST:
+            break
+        blocks.append(len(raw).to_bytes(BLOCK_PREFIX, "big") + raw)
+        room -= BLOCK_PREFIX + len(raw)
+    if not blocks:
+        return encode_control(DIRECTORY_SESSION, len(names) + 1, END_OF_SESSION)
+    return encode_control(DIRECTORY_SESSION, seq, len(blocks)) + b"".join(blocks)
+
+
+def decode_names(data, max_len=L.SYMBOL_NAME_LEN):
+    """(seq, names) of a directory packet; names is None at the end of the directory.
+
+    Raises MoldError for anything else: another session, a torn block, a name
+    that is empty, longer than max_len or not printable ASCII.
+    """
+    data = bytes(data)
+    if len(data) < HEADER_LEN or data[:SESSION_LEN] != DIRECTORY_SESSION:
+        raise MoldError("not a symbol directory packet")
+    seq = int.from_bytes(data[SESSION_LEN:SESSION_LEN + 8], "big")
+    count = int.from_bytes(data[SESSION_LEN + 8:HEADER_LEN], "big")
+    if count == END_OF_SESSION and len(data) == HEADER_LEN:
+        return seq, None
+    names, pos = [], HEADER_LEN
+    for _ in range(count):
+        size = int.from_bytes(data[pos:pos + BLOCK_PREFIX], "big")
+        raw = data[pos + BLOCK_PREFIX:pos + BLOCK_PREFIX + size]
+        if size == 0 or size > max_len or len(raw) != size or not raw.isascii() \
+                or not raw.decode().isprintable():
+            raise MoldError(f"directory packet at seq {seq}: bad name block {len(names)}")
+        names.append(raw.decode())
+        pos += BLOCK_PREFIX + size
+    if count == 0 or pos != len(data):
+        raise MoldError(f"directory packet at seq {seq}: {count} names in {len(data)} bytes")
+    return seq, names
 
 
 def decode_packet(data):

@@ -26,6 +26,12 @@ Receiving host::
         n = sub.read(out)         # the next events of those symbols, in seq order
     print(sub.counters)           # packets, gaps, requests, retransmissions, ...
 
+A server given the publisher's symbol names also answers for them (the
+directory of mold.py), so a subscriber can start with the publisher's names::
+
+    RetransmitServer(pub, host="10.99.0.1", port=31002, names=names).start()
+    names = fetch_names(("10.99.0.1", 31002))    # on the receiving host
+
 Addresses are IPv4; ``interface`` is the address of the interface to send
 from or to join on (None: the routing table's choice).
 """
@@ -230,12 +236,13 @@ class RetransmitServer:
     ``source(seq, count) -> EVENT array`` for event seqs seq..seq+count-1
     (fewer when not all are available), e.g. read from a journal; session is
     then required. max_reply caps the messages sent for one request (the
-    subscriber asks again for the rest). Run it with start() (a thread) or
-    call poll() from a loop of your own.
+    subscriber asks again for the rest). ``names``: the symbol names it
+    serves as the directory (None: it has none). Run it with start() (a
+    thread) or call poll() from a loop of your own.
     """
 
     def __init__(self, source, host="127.0.0.1", port=0, session=None,
-                 mtu=mold.DEFAULT_MTU, max_reply=4096):
+                 mtu=mold.DEFAULT_MTU, max_reply=4096, names=None):
         if isinstance(source, Publisher):
             self._events, session = source.history, source.session
         elif callable(source) and session is not None:
@@ -253,8 +260,10 @@ class RetransmitServer:
         self.session = self._sender.session
         self.address = sock.getsockname()
         self.max_reply = max_reply
+        self.mtu = mtu
+        self.names = None if names is None else list(names)
         self.counters = {"requests": 0, "replied_packets": 0, "replied_messages": 0,
-                         "unavailable": 0, "rejected": 0}
+                         "unavailable": 0, "rejected": 0, "directory": 0}
         self._stop = threading.Event()
         self._thread = None
 
@@ -274,6 +283,11 @@ class RetransmitServer:
 
     def _answer(self, data, host, port):
         req = mold.decode_request(data)
+        if req is not None and req[0] == mold.DIRECTORY_SESSION and self.names is not None:
+            self.counters["directory"] += 1
+            self._sender.sock.sendto(mold.encode_names(self.names, req[1], self.mtu),
+                                     (host, port))
+            return
         if req is None or req[0] != self.session:
             self.counters["rejected"] += 1
             return
@@ -308,6 +322,46 @@ class RetransmitServer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def fetch_names(server, timeout=30.0, retry=0.2):
+    """The symbol names a RetransmitServer at ``server`` (host, port) serves.
+
+    Asks for them a packet at a time, again every ``retry`` s without an
+    answer (a lost datagram, or a server not up yet); raises NetError when the
+    whole directory did not come within ``timeout`` s.
+    """
+    host, port = server[0], int(server[1])
+    names = []
+    deadline = time.monotonic() + timeout
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.connect((host, port))
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NetError(errno.ETIMEDOUT, f"no symbol directory from {host}:{port} "
+                                                f"within {timeout:g} s")
+            try:
+                sock.send(mold.encode_request(mold.DIRECTORY_SESSION, len(names) + 1,
+                                              mold.MAX_REQUEST))
+                if not select.select([sock], [], [], min(retry, left))[0]:
+                    continue
+                data = sock.recv(MAX_DATAGRAM)
+            except ConnectionRefusedError:  # nothing listens there (yet)
+                time.sleep(min(retry, max(left, 0)))
+                continue
+            try:
+                seq, got = mold.decode_names(data)
+            except mold.MoldError:
+                continue
+            if seq != len(names) + 1:
+                continue  # the late answer to an earlier request
+            if got is None:
+                return names
+            names.extend(got)
+    finally:
+        sock.close()
 
 
 class Subscriber:

@@ -109,7 +109,8 @@ def open_outputs(cfg, names):
         server = RetransmitServer(Recall(publisher, journal, cfg.journal),
                                   session=publisher.session,
                                   host=opts.get("interface") or "0.0.0.0",
-                                  port=int(opts.get("retransmit", opts["port"] + 1)))
+                                  port=int(opts.get("retransmit", opts["port"] + 1)),
+                                  names=names)
     return Outputs(journal, publisher, server)
 
 

@@ -4,7 +4,8 @@
     itch:FILE            a NASDAQ TotalView-ITCH 5.0 file (plain or gzip)
     journal:DIR          a journal this engine wrote (``--journal DIR``): a replay
     udp://GROUP:PORT     another engine's stream over multicast (MoldUDP64); options
-                         retransmit=HOST:PORT, interface=IP, clock=shared
+                         retransmit=HOST:PORT, interface=IP, clock=shared,
+                         symbols=publisher
 
 Every source but the synthetic one is read in Python a batch at a time into
 the feed's EVENT buffer; ``feed.send_batch`` stamps and routes it. Sources
@@ -15,9 +16,11 @@ clock X times faster (0: as fast as possible).
 
 The symbols must be known before the engine starts: an ITCH file names its
 own (a first pass reads its stock directory), a journal keeps the names it
-was written with, and the synthetic market and a multicast subscriber use
-the synthetic names of ``--symbols`` (start a subscriber with the
-publisher's ``--symbols``).
+was written with, the synthetic market uses the synthetic names of
+``--symbols``, and a multicast subscriber either the same (start it with the
+publisher's ``--symbols``) or, with ``symbols=publisher``, the publisher's
+own names, asked of its retransmission server (waiting up to
+DIRECTORY_WAIT_S for the publisher to come up).
 """
 import os
 import sys
@@ -31,6 +34,7 @@ from .market import symbol_names
 from .segments import partition_map
 
 NAMES_FILE = "symbols.txt"  # beside a journal's segments: one name per line, in id order
+DIRECTORY_WAIT_S = 30.0
 
 
 def parse(spec):
@@ -43,12 +47,20 @@ def parse(spec):
         return L.SRC_JOURNAL, spec[len("journal:"):]
     if spec.startswith("udp://"):
         opts = parse_udp(spec, "source")
-        unknown = set(opts) - {"group", "port", "retransmit", "interface", "clock"}
+        unknown = set(opts) - {"group", "port", "retransmit", "interface", "clock", "symbols"}
         if unknown:
             raise ConfigError(f"source {spec!r}: unknown option {sorted(unknown)[0]!r} "
-                              f"(retransmit=HOST:PORT, interface=IP, clock=local|shared)")
+                              f"(retransmit=HOST:PORT, interface=IP, clock=local|shared, "
+                              f"symbols=local|publisher)")
         if opts.get("clock", "local") not in ("local", "shared"):
             raise ConfigError(f"source {spec!r}: clock must be local or shared")
+        if opts.get("symbols", "local") not in ("local", "publisher"):
+            raise ConfigError(f"source {spec!r}: symbols must be local or publisher")
+        if "retransmit" in opts:
+            retransmit_address(opts)
+        if opts.get("symbols") == "publisher" and "retransmit" not in opts:
+            raise ConfigError(f"source {spec!r}: symbols=publisher asks the publisher's "
+                              f"retransmission server: give retransmit=HOST:PORT")
         return L.SRC_UDP, opts
     raise ConfigError(f"source must be synthetic, itch:FILE, journal:DIR or udp://GROUP:PORT, "
                       f"got {spec!r}")
@@ -102,7 +114,22 @@ def names(cfg):
         except FileNotFoundError:
             raise ConfigError(f"{arg} is not a journal of this engine (no {NAMES_FILE})") \
                 from None
+    if kind == L.SRC_UDP and arg.get("symbols") == "publisher":
+        from .multicast import NetError, fetch_names
+        try:
+            return fetch_names(retransmit_address(arg), timeout=DIRECTORY_WAIT_S)
+        except (NetError, OSError) as e:
+            raise ConfigError(f"source {cfg.source}: {e.strerror or e} (is the publisher "
+                              f"running, with its retransmission server there?)") from None
     return symbol_names(cfg.symbols)
+
+
+def retransmit_address(opts):
+    """(host, port) of a udp source's retransmit=HOST:PORT option."""
+    host, _, port = opts["retransmit"].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"retransmit must be HOST:PORT, got {opts['retransmit']!r}")
+    return host, int(port)
 
 
 def checked_names(cfg):
@@ -222,10 +249,7 @@ class UdpSource:
     def __init__(self, opts, symbols):
         self.keep_recv = opts.get("clock") == "shared"
         from .multicast import Subscriber
-        retransmit = None
-        if "retransmit" in opts:
-            host, _, port = opts["retransmit"].rpartition(":")
-            retransmit = (host, int(port))
+        retransmit = retransmit_address(opts) if "retransmit" in opts else None
         self.sub = Subscriber(opts["group"], opts["port"], interface=opts.get("interface"),
                               retransmit=retransmit, symbols=symbols)
 

@@ -1,5 +1,6 @@
 """Engines linked by multicast on this host (loopback): a subscriber that joins late
-gets what the publisher no longer keeps in memory from the publisher's journal."""
+gets what the publisher no longer keeps in memory from the publisher's journal, and
+its symbol names from the publisher."""
 import random
 import signal
 import subprocess
@@ -34,14 +35,19 @@ def test_late_subscriber_recovers_from_the_journal(loopback_multicast, tmp_path)
                 "--publish", f"udp://{group}:{port}?interface=127.0.0.1&history=1024",
                 "--journal", tmp_path / "journal", "--save-snapshot", pub_table) as pub:
         wait_for(lambda: _events(pub.name) > 20_000, 60, "the publisher to be well ahead")
+        # no --symbols: it takes the publisher's names (and their number) from the link
         sub = subprocess.Popen(
-            [sys.executable, "-m", "shmengine.cli", "run", "--name", sub_name, "--symbols",
-             str(SYMBOLS), "--source", f"udp://{group}:{port}?interface=127.0.0.1"
-             f"&retransmit=127.0.0.1:{port + 1}", "--save-snapshot", str(sub_table)],
+            [sys.executable, "-m", "shmengine.cli", "run", "--name", sub_name,
+             "--source", f"udp://{group}:{port}?interface=127.0.0.1"
+             f"&retransmit=127.0.0.1:{port + 1}&symbols=publisher",
+             "--save-snapshot", str(sub_table)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             # it joins live, then fetches the first 20,000 and more from the journal
             wait_for(lambda: _events(sub_name) > 30_000, 180, "the subscriber to catch up")
+            with shmengine.attach(sub_name) as sub_eng, shmengine.attach(pub.name) as pub_eng:
+                assert sub_eng.symbols.names == pub_eng.symbols.names
+                assert len(sub_eng.symbols.names) == SYMBOLS
             cli("stop", pub.name, check=True)  # ends the session: the subscriber ends too
             out, err = pub.communicate(timeout=60)
             sub_out, sub_err = sub.communicate(timeout=120)
@@ -81,3 +87,10 @@ def test_bad_publish_options():
     for take, needle in (("3/2", "take must be K/N"), ("ZZZZ", "unknown symbol 'ZZZZ'")):
         res = cli("run", "--source", "udp://239.1.1.1:5000", "--take", take)
         assert res.returncode != 0 and needle in res.stderr and "Traceback" not in res.stderr
+    for url, needle in (("udp://239.1.1.1:5000?symbols=publisher", "give retransmit=HOST:PORT"),
+                        ("udp://239.1.1.1:5000?symbols=theirs&retransmit=127.0.0.1:9",
+                         "symbols must be local or publisher"),
+                        ("udp://239.1.1.1:5000?retransmit=9", "retransmit must be HOST:PORT")):
+        res = cli("run", "--source", url)
+        assert res.returncode != 0 and needle in res.stderr and "Traceback" not in res.stderr, \
+            (url, res.stderr)

@@ -8,8 +8,8 @@ import pytest
 
 from shmengine import layout as L
 from shmengine import mold
-from shmengine.market import new_market
-from shmengine.multicast import Publisher, RetransmitServer, Subscriber
+from shmengine.market import new_market, symbol_names
+from shmengine.multicast import NetError, Publisher, RetransmitServer, Subscriber, fetch_names
 
 SESSION = b"TEST000001"
 
@@ -403,3 +403,96 @@ def test_publisher_refuses_a_broken_sequence(loopback_multicast):
         with pytest.raises(ValueError, match="seq 10"):
             pub.send(np.concatenate([events[10:12], events[13:20]]))
         assert pub.next_seq == 10 and pub.counters["messages"] == 10
+
+
+# ---- the symbol directory ------------------------------------------------------------
+
+def test_names_round_trip_a_packet_at_a_time():
+    names = symbol_names(2000)
+    got, seq = [], 1
+    while True:
+        packet = mold.encode_names(names, seq, mtu=576)
+        assert len(packet) <= 576 - mold.IP_UDP_HEADERS
+        at, part = mold.decode_names(packet)
+        assert at == seq
+        if part is None:
+            break
+        got += part
+        seq += len(part)
+    assert got == names and seq == len(names) + 1
+
+
+@pytest.mark.parametrize("packet", [
+    mold.encode_control(SESSION, 1, 1) + b"\x00\x03ABC",        # an event session
+    mold.encode_control(mold.DIRECTORY_SESSION, 1, 2) + b"\x00\x03ABC",  # count too high
+    mold.encode_control(mold.DIRECTORY_SESSION, 1, 1) + b"\x00\x05ABC",  # torn block
+    mold.encode_control(mold.DIRECTORY_SESSION, 1, 1) + b"\x00\x00",     # empty name
+    mold.encode_control(mold.DIRECTORY_SESSION, 1, 1) + b"\x00\x02A\n",  # not printable
+    mold.encode_control(mold.DIRECTORY_SESSION, 1, 1) + b"\x00\x11" + b"A" * 17,  # too long
+    mold.encode_control(mold.DIRECTORY_SESSION, 1, 0),                   # a heartbeat
+    b"SYMBOLS",
+])
+def test_bad_directory_packets_are_refused(packet):
+    with pytest.raises(mold.MoldError):
+        mold.decode_names(packet)
+
+
+def test_a_subscriber_fetches_the_names_through_loss_and_garbage():
+    names = symbol_names(3000)
+    server = RetransmitServer(lambda seq, count: np.empty(0, L.EVENT), session=SESSION,
+                              names=names, mtu=576)
+    port = server.address[1]
+    # a relay between them that drops a third of the answers and adds garbage
+    relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay.bind(("127.0.0.1", 0))
+    rng = random.Random(5)
+    stop = threading.Event()
+
+    def forward():
+        client = None
+        relay.settimeout(0.05)
+        while not stop.is_set():
+            server.poll(0)
+            try:
+                data, addr = relay.recvfrom(65536)
+            except socket.timeout:
+                continue
+            if addr[1] != port:  # a request: pass it on
+                client = addr
+                relay.sendto(data, ("127.0.0.1", port))
+            elif rng.random() < 0.67:
+                relay.sendto(data, client)
+            else:
+                relay.sendto(bytes(rng.getrandbits(8) for _ in range(40)), client)
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        assert fetch_names(relay.getsockname(), timeout=20, retry=0.05) == names
+        packets, seq = 1, 1  # the end of the directory, and one per packet of names
+        while seq <= len(names):
+            seq += len(mold.decode_names(mold.encode_names(names, seq, mtu=576))[1])
+            packets += 1
+        assert server.counters["directory"] > packets  # asked again after the losses
+    finally:
+        stop.set()
+        thread.join()
+        relay.close()
+        server.close()
+
+
+def test_no_directory_within_the_wait_is_an_error():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))  # listens, never answers
+    try:
+        with pytest.raises(NetError, match="no symbol directory from 127.0.0.1"):
+            fetch_names(sock.getsockname(), timeout=0.5, retry=0.1)
+    finally:
+        sock.close()
+    # a server without names does not answer for them either
+    server = RetransmitServer(lambda seq, count: np.empty(0, L.EVENT), session=SESSION).start()
+    try:
+        with pytest.raises(NetError):
+            fetch_names(server.address, timeout=0.5, retry=0.1)
+    finally:
+        server.close()
