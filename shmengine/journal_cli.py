@@ -25,6 +25,8 @@ def add_parser(sub):
 
 def cmd_check(args):
     report = check(args.dir, repair=args.repair)
+    if not report.segments:
+        raise JournalError(f"{args.dir} holds no journal segment")
     print(report)
     return 0 if report.ok or report.cut else 1
 

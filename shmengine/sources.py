@@ -22,6 +22,7 @@ publisher's ``--symbols``) or, with ``symbols=publisher``, the publisher's
 own names, asked of its retransmission server (waiting up to
 DIRECTORY_WAIT_S for the publisher to come up).
 """
+import ipaddress
 import os
 import sys
 from urllib.parse import parse_qs, urlsplit
@@ -75,6 +76,14 @@ def parse_udp(url, what):
         port = None
     if parts.scheme != "udp" or not parts.hostname or not port:
         raise ConfigError(f"{what} must look like udp://239.1.1.1:5000, got {url!r}")
+    try:
+        group = ipaddress.IPv4Address(parts.hostname)
+    except ValueError:
+        group = None
+    if group is None or not group.is_multicast:
+        # a unicast address here would send the whole stream to that host
+        raise ConfigError(f"{what} {url!r}: {parts.hostname} is not an IPv4 multicast group "
+                          f"(224.0.0.0 to 239.255.255.255)")
     opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     return {"group": parts.hostname, "port": port, **opts}
 
@@ -100,8 +109,10 @@ def names(cfg):
     kind, arg = parse(cfg.source)
     if kind == L.SRC_ITCH:
         from .itch import scan_symbols
-        if not os.path.isfile(arg):
+        if not os.path.exists(arg):
             raise ConfigError(f"ITCH file {arg} not found")
+        if not os.path.isfile(arg):
+            raise ConfigError(f"ITCH file {arg} is not a regular file")
         found = scan_symbols(arg)
         if not found:
             raise ConfigError(f"ITCH file {arg} has no stock directory (R) message: no symbols")

@@ -58,3 +58,6 @@ def test_bad_itch_sources(tmp_path):
     assert res.returncode != 0 and "itch_date must be a day" in res.stderr
     res = cli("run", "--itch-date", "2026-01-02")
     assert res.returncode != 0 and "needs source itch:FILE" in res.stderr
+    for path, needle in ((tmp_path / "nope.itch", "not found"), (tmp_path, "not a regular file")):
+        res = cli("run", "--source", f"itch:{path}")
+        assert res.returncode != 0 and needle in res.stderr and "Traceback" not in res.stderr

@@ -452,5 +452,6 @@ def test_cli_check_repair_and_info(tmp_path, events, capsys):
 def test_cli_errors_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         run_cli("check", tmp_path / "nope")
-    with pytest.raises(ValueError, match="holds no journal segment"):
-        run_cli("info", tmp_path)
+    for command in ("info", "check"):  # an empty or mistyped directory is no journal
+        with pytest.raises(ValueError, match="holds no journal segment"):
+            run_cli(command, tmp_path)

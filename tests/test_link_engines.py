@@ -78,7 +78,9 @@ def test_bad_publish_options():
     for url, needle in (("udp://239.1.1.1:5000?colour=red", "unknown option 'colour'"),
                         ("udp://239.1.1.1:5000?history=1000", "power of two"),
                         ("udp://239.1.1.1:5000?ttl=x", "ttl must be a whole number"),
-                        ("udp://239.1.1.1", "publish must look like")):
+                        ("udp://239.1.1.1", "publish must look like"),
+                        ("udp://10.0.0.9:5000", "10.0.0.9 is not an IPv4 multicast group"),
+                        ("udp://feedhost:5000", "feedhost is not an IPv4 multicast group")):
         res = cli("run", "--publish", url)
         assert res.returncode != 0 and needle in res.stderr, (url, res.stderr)
         assert "Traceback" not in res.stderr
