@@ -17,6 +17,7 @@ Example ``engine.toml``::
 """
 import dataclasses
 import os
+import tempfile
 import tomllib
 
 from . import layout as L
@@ -289,7 +290,30 @@ def check(cfg):
                           f"(or replay it with `shmengine replay {cfg.journal}`)")
     if cfg.save_snapshot and not cfg.save_snapshot.endswith((".npy", ".parquet")):
         raise ConfigError(f"save_snapshot must end in .npy or .parquet, got {cfg.save_snapshot!r}")
+    # refused now rather than after the run, when what it made would be lost
+    for key in ("save_snapshot", "summary_json"):
+        if getattr(cfg, key):
+            _check_writable(key, getattr(cfg, key), directory=False)
+    if cfg.journal:
+        _check_writable("journal", cfg.journal, directory=True)
     return cfg
+
+
+def _check_writable(key, path, directory):
+    """Refuse a path the run could not write: a file (or, with ``directory``, a
+    directory made with its parents) in a writable place."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and os.path.isdir(path) != directory:
+        raise ConfigError(f"{key} {path} is {'not ' if directory else ''}a directory")
+    place = path if directory and os.path.isdir(path) else os.path.dirname(path)
+    if not directory and not os.path.isdir(place):
+        raise ConfigError(f"{key} {path}: no directory {place}")
+    while not os.path.exists(place):  # a journal directory is made with its parents
+        place = os.path.dirname(place)
+    try:  # a trial file: permission bits say nothing to root, nor of /proc or a full disk
+        tempfile.TemporaryFile(dir=place).close()
+    except OSError as e:
+        raise ConfigError(f"{key} {path}: cannot write in {place} ({e.strerror})") from None
 
 
 def analytics_settings(cfg):

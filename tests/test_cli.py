@@ -39,6 +39,12 @@ def _one_line_error(res, *needles):
     (["--signal-ofi", "-5"], "signal_ofi must be between 0 and"),
     (["--kernel", "examples/momentum.py:momentum", "--no-analytics"],
      "kernels need analytics = true"),
+    # what a run writes at its end is checked before it starts
+    (["--save-snapshot", "/nonexistent/dir/t.npy"], "no directory /nonexistent/dir"),
+    (["--summary-json", "/nonexistent/s.json"], "no directory /nonexistent"),
+    (["--save-snapshot", "/proc/t.npy"], "cannot write in /proc"),
+    (["--journal", "/proc/j/today"], "cannot write in /proc"),
+    (["--journal", "/etc/hostname"], "is not a directory"),
 ])
 def test_bad_run_values(args, needle):
     _one_line_error(cli("run", *args), needle)
