@@ -82,6 +82,10 @@ def add_engine_flags(p):
                         "(0: as fast as possible)")
     p.add_argument("--itch-date", dest="itch_date", metavar="YYYY-MM-DD",
                    help="itch source: the trading day its times count from (midnight New York)")
+    p.add_argument("--itch-directory", dest="itch_directory", choices=("start", "whole"),
+                   help="itch source: take the symbols from the stock directory before the "
+                        "first order (default; fast) or from the whole file (for symbols "
+                        "listed later in the day)")
     p.add_argument("--take", metavar="K/N|NAMES",
                    help="udp source: only the K-th of N hash partitions of the symbols, or "
                         "these comma-separated names")

@@ -46,6 +46,7 @@ class Config:
     source: str = "synthetic"      # synthetic | itch:FILE | journal:DIR | udp://GROUP:PORT (sources.py)
     speed: float = 0.0             # replay a file or journal on its own clock this much faster; 0: flat out
     itch_date: str = ""            # itch source: the trading day (YYYY-MM-DD); "" : times from midnight
+    itch_directory: str = "start"  # itch source: symbols from the R messages before the first order, or the "whole" file
     take: str = ""                 # udp source: only these symbols ("K/N" hash partition, or names)
     journal: str = ""              # write the sequenced stream to this journal directory
     publish: str = ""              # publish the sequenced stream: udp://GROUP:PORT[?options]
@@ -272,6 +273,11 @@ def check(cfg):
         raise ConfigError(f"speed must be >= 0 (0: as fast as possible), got {cfg.speed}")
     if cfg.speed and kind not in (L.SRC_ITCH, L.SRC_JOURNAL):
         raise ConfigError("speed paces a replay: it needs source itch:FILE or journal:DIR")
+    if cfg.itch_directory not in ("start", "whole"):
+        raise ConfigError(f"itch_directory must be start or whole, got {cfg.itch_directory!r}")
+    if cfg.itch_directory != "start" and kind != L.SRC_ITCH:
+        raise ConfigError("itch_directory says where an ITCH file names its symbols: it needs "
+                          "source itch:FILE")
     if cfg.itch_date:
         if kind != L.SRC_ITCH:
             raise ConfigError("itch_date dates an ITCH file's times: it needs source itch:FILE")

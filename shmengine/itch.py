@@ -257,8 +257,9 @@ def _side(byte):
 
 @njit(cache=True, _nrt=False, inline="always")
 def _directory(buf, m, locate, locate_map, names, n_names):
-    """Give a stock locate the next symbol id the first time an R names it."""
-    if locate_map[locate] == NO_SYMBOL:
+    """Give a stock locate the next symbol id the first time an R names it, while
+    fewer than n_names[1] symbols are named."""
+    if locate_map[locate] == NO_SYMBOL and n_names[0] < n_names[1]:
         n = n_names[0]
         locate_map[locate] = n
         for j in range(8):
@@ -274,8 +275,8 @@ def parse(buf, start, end, locate_map, names, n_names, out, out_pos, max_out, co
     events written). Stops before a message that does not end by ``end`` (the
     caller appends the next chunk and calls again) and when out is full.
     ``locate_map`` (int64[N_LOCATES], NO_SYMBOL where unnamed), ``names``
-    (uint8[N_LOCATES, 8]) and ``n_names`` (int64[1]) are the symbol map the R
-    messages build; ``counts`` (int64[N_COUNTS]) counts each valid message at
+    (uint8[N_LOCATES, 8]) and ``n_names`` (int64[2]: how many are named, and
+    the most that may be) are the symbol map the R messages build; ``counts`` (int64[N_COUNTS]) counts each valid message at
     its type byte and each skipped one at its BAD_* reason.
     """
     end = min(end, buf.shape[0])
@@ -374,8 +375,9 @@ def parse(buf, start, end, locate_map, names, n_names, out, out_pos, max_out, co
 
 
 @njit(cache=True, _nrt=False)
-def scan(buf, start, end, locate_map, names, n_names):
-    """Walk buf[start:end] and take only the R messages; return bytes consumed."""
+def scan(buf, start, end, locate_map, names, n_names, until_orders):
+    """Walk buf[start:end] and take only the R messages; return (bytes consumed,
+    whether it stopped at an order: the first add order, with ``until_orders``)."""
     end = min(end, buf.shape[0])
     p = start
     r_length = _LENGTHS[82]
@@ -384,10 +386,12 @@ def scan(buf, start, end, locate_map, names, n_names):
         m = p + 2
         if m + length > end:
             break
+        if until_orders and length > 0 and (buf[m] == 65 or buf[m] == 70):  # A, F
+            return p - start, True
         p = m + length
         if length == r_length and buf[m] == 82:
             _directory(buf, m, _u16(buf, m + _LOCATE), locate_map, names, n_names)
-    return p - start
+    return p - start, False
 
 
 # ---------------------------------------------------------------------------
@@ -442,9 +446,9 @@ class _Stream:
         self._raw.close()
 
 
-def _new_symbol_map():
+def _new_symbol_map(limit=N_LOCATES):
     return (np.full(N_LOCATES, NO_SYMBOL, np.int64), np.zeros((N_LOCATES, 8), np.uint8),
-            np.zeros(1, np.int64))
+            np.array([0, limit], np.int64))
 
 
 def _names(names, n_names):
@@ -452,10 +456,14 @@ def _names(names, n_names):
             for i in range(int(n_names[0]))]
 
 
-def scan_symbols(path, chunk_bytes=1 << 22):
+def scan_symbols(path, chunk_bytes=1 << 22, whole=False):
     """Names of a file's symbols in id order: the stock of each distinct stock
-    locate's first R, spaces removed. A pass over the whole file, reading only
-    message lengths and R messages.
+    locate's first R, spaces removed.
+
+    NASDAQ sends the whole stock directory at the start of the day, before
+    any order: the scan stops at the first add order, so it costs the
+    directory, not the day (a gzip day takes tens of seconds to inflate).
+    ``whole`` reads on to the end for R messages sent later in the day.
 
     >>> scan_symbols("day.itch")
     ['AAPL', 'MSFT']
@@ -464,7 +472,11 @@ def scan_symbols(path, chunk_bytes=1 << 22):
     stream = _Stream(path, chunk_bytes)
     try:
         while stream.refill():
-            stream.pos += scan(stream.buf, stream.pos, stream.fill, locate_map, names, n_names)
+            used, stopped = scan(stream.buf, stream.pos, stream.fill, locate_map, names, n_names,
+                                 not whole)
+            stream.pos += used
+            if stopped:
+                break
     finally:
         stream.close()
     return _names(names, n_names)
@@ -474,7 +486,9 @@ class ItchReader:
     """Stream an ITCH 5.0 file (plain or gzip, told by its magic bytes) as EVENT records.
 
     ``date_ns`` is the midnight of the file's day in ns since the Unix epoch;
-    each event's exch_ts is it plus the message's timestamp.
+    each event's exch_ts is it plus the message's timestamp. R messages name
+    at most ``max_symbols`` symbols (an engine holds those ``scan_symbols``
+    found); the orders of a stock named past that count as unknown_locate.
 
     >>> out = np.zeros(1024, layout.EVENT)
     >>> reader = ItchReader("day.itch.gz", date_ns=1_767_330_000_000_000_000)
@@ -482,13 +496,13 @@ class ItchReader:
     >>> reader.symbols[:2], reader.counts["add_order"], reader.bad["unknown_locate"]
     """
 
-    def __init__(self, path, date_ns=0, chunk_bytes=1 << 20):
+    def __init__(self, path, date_ns=0, chunk_bytes=1 << 20, max_symbols=N_LOCATES):
         if isinstance(date_ns, bool) or not isinstance(date_ns, (int, np.integer)) \
                 or not 0 <= date_ns < 1 << 62:
             raise ValueError(f"date_ns must be an integer in 0..2**62, got {date_ns!r}")
         self.date_ns = int(date_ns)
         self._stream = _Stream(path, chunk_bytes)
-        self._locate_map, self._names, self._n_names = _new_symbol_map()
+        self._locate_map, self._names, self._n_names = _new_symbol_map(max_symbols)
         self._counts = np.zeros(N_COUNTS, np.int64)
         self.eof = False
 

@@ -113,7 +113,7 @@ def names(cfg):
             raise ConfigError(f"ITCH file {arg} not found")
         if not os.path.isfile(arg):
             raise ConfigError(f"ITCH file {arg} is not a regular file")
-        found = scan_symbols(arg)
+        found = scan_symbols(arg, whole=cfg.itch_directory == "whole")
         if not found:
             raise ConfigError(f"ITCH file {arg} has no stock directory (R) message: no symbols")
         return found
@@ -181,9 +181,9 @@ class ItchSource:
     keep_recv = False
     kind = L.SRC_ITCH
 
-    def __init__(self, path, date_ns):
+    def __init__(self, path, date_ns, n_symbols):
         from .itch import ItchReader
-        self.reader = ItchReader(path, date_ns=date_ns)
+        self.reader = ItchReader(path, date_ns=date_ns, max_symbols=n_symbols)
 
     def read(self, buf):
         return self.reader.read(buf)
@@ -287,7 +287,7 @@ def open_source(cfg, names_):
     """The feed's reader for a non-synthetic source (opened in the feed process)."""
     kind, arg = parse(cfg.source)
     if kind == L.SRC_ITCH:
-        return ItchSource(arg, itch_midnight_ns(cfg.itch_date))
+        return ItchSource(arg, itch_midnight_ns(cfg.itch_date), len(names_))
     if kind == L.SRC_JOURNAL:
         return JournalSource(arg)
     if kind == L.SRC_UDP:

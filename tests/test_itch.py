@@ -441,7 +441,7 @@ def _parse_all(data):
     used, k = itch.parse(buf, 0, len(buf), locate_map, names, n_names, out, 0, out.size,
                          counts, DATE)
     assert used == sum(2 + len(f) for f in frames(data))
-    assert itch.scan(buf, 0, len(buf), locate_map, names, n_names) == used
+    assert itch.scan(buf, 0, len(buf), locate_map, names, n_names, False) == (used, False)
     return k, counts
 
 
@@ -502,3 +502,31 @@ def test_no_read_past_the_end_without_jit():
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert " passed" in res.stdout
+
+
+def _listed_late(path):
+    """A day whose second stock is listed after the first orders, then traded."""
+    def add(locate, ref, stock):
+        return ("A", dict(stock_locate=locate, timestamp=ref, order_ref=ref, side="B",
+                          shares=100, stock=stock, price=100_000))
+    write_messages(path, [
+        ("R", dict(stock_locate=7, timestamp=1, stock="EARLY")),
+        add(7, 1, "EARLY"),
+        ("R", dict(stock_locate=9, timestamp=3, stock="LATE")),
+        add(9, 2, "LATE"), add(7, 3, "EARLY"),
+    ])
+    return path
+
+
+def test_the_directory_scan_stops_at_the_first_order(tmp_path):
+    path = _listed_late(tmp_path / "late.itch")
+    assert itch.scan_symbols(path) == ["EARLY"]
+    assert itch.scan_symbols(path, whole=True) == ["EARLY", "LATE"]
+    # a reader holding only what the scan found leaves the late stock unnamed
+    events, reader = read_all(path)
+    assert reader.symbols == ["EARLY", "LATE"] and len(events) == 3
+    with itch.ItchReader(path, max_symbols=1) as reader:
+        out = np.zeros(16, L.EVENT)
+        n = reader.read(out)
+        assert reader.symbols == ["EARLY"] and n == 2 and (out["symbol"][:n] == 0).all()
+        assert reader.bad["unknown_locate"] == 1 and reader.counts["stock_directory"] == 2

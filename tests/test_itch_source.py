@@ -48,6 +48,15 @@ def test_itch_replay_paced_by_its_own_clock(tmp_path):
     assert took >= 1.4, f"a 1.5 s replay took {took:.2f} s"
 
 
+def test_symbols_listed_late_in_the_day(tmp_path):
+    from test_itch import _listed_late
+    path = _listed_late(tmp_path / "late.itch")
+    table, _, _ = final_state("--source", f"itch:{path}")  # the directory before the orders
+    assert len(table) == 1 and table["updates"][0] == 2
+    table, _, _ = final_state("--source", f"itch:{path}", "--itch-directory", "whole")
+    assert len(table) == 2 and list(table["updates"]) == [2, 1]
+
+
 def test_bad_itch_sources(tmp_path):
     empty = tmp_path / "empty.itch"
     empty.write_bytes(b"")
@@ -61,3 +70,5 @@ def test_bad_itch_sources(tmp_path):
     for path, needle in ((tmp_path / "nope.itch", "not found"), (tmp_path, "not a regular file")):
         res = cli("run", "--source", f"itch:{path}")
         assert res.returncode != 0 and needle in res.stderr and "Traceback" not in res.stderr
+    res = cli("run", "--itch-directory", "whole")
+    assert res.returncode != 0 and "needs source itch:FILE" in res.stderr
