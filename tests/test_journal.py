@@ -10,6 +10,8 @@ import tempfile
 import textwrap
 import zlib
 
+from google_crc32c import value as crc32c
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -95,17 +97,17 @@ def test_documented_format_reads_back(tmp_path, events):
     for name in segment_files(tmp_path):
         data = (tmp_path / name).read_bytes()
         magic, fmt, rsize, lver, first_seq, _, session = struct.unpack_from("<8sHHIQq10s", data)
-        assert (magic, fmt, rsize, lver) == (b"SHMEJNL1", 1, 64, L.LAYOUT_VERSION)
+        assert (magic, fmt, rsize, lver) == (b"SHMEJNL1", 2, 64, L.LAYOUT_VERSION)
         assert first_seq == int(name[:20]) == expected and session == b"TEST01    "
-        assert zlib.crc32(data[:60]) == int.from_bytes(data[60:64], "little")
+        assert crc32c(data[:60]) == int.from_bytes(data[60:64], "little")
         off = 64
         while off < len(data):
             magic, count, bseq, nbytes, crc = struct.unpack_from("<4sIQII", data, off)
             assert magic == b"SJBK" and bseq == expected and nbytes == 64 * count
-            assert zlib.crc32(data[off:off + 60]) == int.from_bytes(data[off + 60:off + 64],
-                                                                    "little")
+            assert crc32c(data[off:off + 60]) == int.from_bytes(data[off + 60:off + 64],
+                                                                "little")
             payload = data[off + 64:off + 64 + nbytes]
-            assert zlib.crc32(payload) == crc
+            assert crc32c(payload) == crc
             records.append(payload)
             off += 64 + nbytes
             expected += count
@@ -311,7 +313,7 @@ def test_other_layout_version_is_refused(tmp_path, events):
     names = write(tmp_path, events[:500])
     head = bytearray((tmp_path / names[0]).read_bytes()[:64])
     head[12:16] = (L.LAYOUT_VERSION + 1).to_bytes(4, "little")
-    head[60:64] = zlib.crc32(bytes(head[:60])).to_bytes(4, "little")
+    head[60:64] = crc32c(bytes(head[:60])).to_bytes(4, "little")
     with open(tmp_path / names[0], "r+b") as fh:
         fh.write(head)
     with pytest.raises(J.JournalError, match=f"layout version {L.LAYOUT_VERSION + 1}"):
@@ -455,3 +457,30 @@ def test_cli_errors_are_value_errors(tmp_path):
     for command in ("info", "check"):  # an empty or mistyped directory is no journal
         with pytest.raises(ValueError, match="holds no journal segment"):
             run_cli(command, tmp_path)
+
+
+def test_crc_is_castagnoli():
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert J.CRCS[2](np.frombuffer(b"123456789", np.uint8).copy()) == 0xE3069283
+
+
+def test_a_version_1_journal_reads_and_continues(tmp_path, events, monkeypatch):
+    """Journals of format 1 (zlib CRC-32) stay readable; a writer continues their last
+    segment in version 1 and starts new segments in version 2."""
+    monkeypatch.setattr(J, "FORMAT_VERSION", 1)
+    write(tmp_path, events[:700], segment_bytes=40 * BLOCK_BYTES)
+    first = segment_files(tmp_path)
+    data = (tmp_path / first[0]).read_bytes()
+    assert struct.unpack_from("<H", data, 8)[0] == 1
+    assert zlib.crc32(data[:60]) == int.from_bytes(data[60:64], "little")
+    monkeypatch.setattr(J, "FORMAT_VERSION", 2)
+    with J.JournalWriter(tmp_path, segment_bytes=40 * BLOCK_BYTES, block_records=BLOCK) as jw:
+        jw.append(events[700:5000])
+    names = segment_files(tmp_path)
+    assert len(names) > len(first)
+    versions = [struct.unpack_from("<H", (tmp_path / n).read_bytes(), 8)[0] for n in names]
+    assert versions[:len(first)] == [1] * len(first) and set(versions[len(first):]) == {2}
+    report = J.check(tmp_path)
+    assert report.ok and report.problem is None, report
+    r, out = read_all(tmp_path)
+    assert out.tobytes() == events[:5000].tobytes()
