@@ -17,7 +17,7 @@ from numba import njit
 from . import layout as L
 from . import broadcast, snapshot
 from .atomics import load_acquire, load_seq_cst, monotonic_ns, store_relaxed, store_seq_cst, \
-    futex_wait, cpu_relax, sched_yield
+    futex_wait, cpu_relax, prefetch_record, sched_yield
 from .hist import record
 from .ring import CONSUMER_WAIT, PRODUCER, release
 
@@ -25,6 +25,7 @@ from .ring import CONSUMER_WAIT, PRODUCER, release
 # (_nrt=False): with it, taking a ring out of a tuple per record is an atomic
 # increment and decrement.
 NEVER = np.int64(2**62)
+_AHEAD = 4  # records between prefetching a result (and its broadcast slot) and using it
 DONE = 1
 MORE = 0
 
@@ -94,6 +95,11 @@ def merge(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, row
         if not safe:
             break
         rec = out_slots[best][heads[best] & mask]
+        if _AHEAD:
+            # the worker wrote these lines on its core; the broadcast slot was last
+            # written a ring ago and has left this core's caches: start both moving
+            prefetch_record(out_slots[best], (heads[best] + _AHEAD) & mask, False)
+            prefetch_record(bcast_slots, (tail + _AHEAD) & bcast_mask, True)
         if rec.kind <= L.RES_CLEAR:  # bars, signals and user records only go on the stream
             before = snapshot.write_row(rows, words, rec, publish_ts)
             state[ST_LOCKED] += (((rec.flags & L.RFLAG_LOCKED) != 0)

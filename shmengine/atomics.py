@@ -170,3 +170,43 @@ def _prefetch_intrinsic(typingctx, array, index):
 @overload(prefetch, jit_options={"_nrt": False})
 def _prefetch_jit(array, index):
     return lambda array, index: _prefetch_intrinsic(array, index)
+
+
+def prefetch_record(array, index, write):
+    """Hint that every cache line of array[index] is about to be read (``write``
+    False) or written (True: PREFETCHW, the line comes in owned). Nothing
+    without the JIT."""
+
+
+@intrinsic
+def _prefetch_record_intrinsic(typingctx, array, index, write):
+    if not isinstance(write, types.BooleanLiteral):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arrty = sig.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]],
+                                       wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        base = builder.bitcast(ptr, i8p)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        itemsize = context.get_abi_sizeof(context.get_data_type(arrty.dtype))
+        for k in range(0, itemsize, 64):
+            line = builder.gep(base, [ir.Constant(ir.IntType(64), k)])
+            builder.call(fn, [line, i32(1 if write.literal_value else 0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(array, index, write), codegen
+
+
+@overload(prefetch_record, jit_options={"_nrt": False}, prefer_literal=True)
+def _prefetch_record_jit(array, index, write):
+    if not isinstance(write, types.BooleanLiteral):
+        return None
+    flag = write.literal_value
+    if flag:
+        return lambda array, index, write: _prefetch_record_intrinsic(array, index, True)
+    return lambda array, index, write: _prefetch_record_intrinsic(array, index, False)
