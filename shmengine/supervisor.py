@@ -235,37 +235,48 @@ def format_summary(d):
 
 
 
+def _say(text, stream):
+    """Print a line. A reader that went away (`shmengine run | head -1`) loses the
+    lines, not the run: the stream is pointed at /dev/null from then on."""
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def run(cfg, out=sys.stdout, err=sys.stderr):
     """Run an engine to the end; returns the process exit code."""
     sup = Supervisor(cfg, out)
     old = {s: signal.signal(s, sup._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         sup.start()
-        print(f"engine {cfg.name} running: {cfg.symbols} symbols, {cfg.venues} venues, "
-              f"{cfg.workers} worker(s), pid {os.getpid()}", file=out, flush=True)
+        _say(f"engine {cfg.name} running: {cfg.symbols} symbols, {cfg.venues} venues, "
+             f"{cfg.workers} worker(s), pid {os.getpid()}", out)
         try:
             sup.wait()
         except EngineFailed as exc:
             sup._set_state(L.RUN_FAILED)
             sup.kill_children()
-            print(f"shmengine: engine {cfg.name} failed: {exc}; stopped it", file=err, flush=True)
+            _say(f"shmengine: engine {cfg.name} failed: {exc}; stopped it", err)
             return 1
         elapsed = sup.elapsed_s()
         sup._set_state(L.RUN_STOPPED)
         if cfg.linger:
-            print(f"engine {cfg.name} drained; serving its final state until "
-                  f"`shmengine stop {cfg.name}`", file=out, flush=True)
+            _say(f"engine {cfg.name} drained; serving its final state until "
+                 f"`shmengine stop {cfg.name}`", out)
             sup.linger()
         if cfg.save_snapshot:
             save_table(cfg.save_snapshot, combine(sup.segs.snap.table(), sup.segs.ana.table()),
                        sup.segs.symbol_names())
         figures = sup.summary(elapsed)
-        print(format_summary(figures), file=out, flush=True)
+        _say(format_summary(figures), out)
         if cfg.summary_json:
             with open(cfg.summary_json, "w") as fh:
                 json.dump(figures, fh, indent=1)
         if cfg.save_snapshot:
-            print(f"snapshot table saved to {cfg.save_snapshot}", file=out, flush=True)
+            _say(f"snapshot table saved to {cfg.save_snapshot}", out)
         return 0
     finally:
         sup.kill_children()

@@ -1,6 +1,8 @@
 """End to end: the CLI starts an engine, other processes attach, it stops clean."""
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -10,7 +12,7 @@ import shmengine
 from shmengine import layout as L
 from shmengine.table import TABLE
 
-from conftest import cli, engine, segments_of, wait_for
+from conftest import ROOT, cli, engine, segments_of, unique, wait_for
 
 
 def _no_children_left(proc):
@@ -177,8 +179,6 @@ def test_a_supervisor_killed_but_not_reaped_counts_as_gone():
 def test_process_age_counts_from_the_process_start():
     # The start-up figure in every summary is this age: it must not carry the
     # whole-second rounding of the boot time that psutil's create_time adds.
-    import subprocess
-    import sys
     code = ("import time; from shmengine.supervisor import process_age_s; "
             "print(time.monotonic() - process_age_s())")
     launched = time.monotonic()
@@ -187,3 +187,18 @@ def test_process_age_counts_from_the_process_start():
     started = float(out)
     # a clock tick (10 ms) of rounding and the fork and exec
     assert -0.02 <= started - launched < 0.1, started - launched
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_run(tmp_path):
+    # `shmengine run | head -1`: the pipe closes after the first line
+    table = tmp_path / "t.npy"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shmengine.cli", "run", "--name", unique("bp"), "--events",
+         "300000", "--save-snapshot", str(table)], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("engine ")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert np.load(table)["updates"].sum() > 0
