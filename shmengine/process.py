@@ -15,7 +15,7 @@ import numpy as np
 from . import layout as L
 from ._core import lib
 from . import sources
-from .config import cpu_plan, shares_cpu, spin_budget
+from .config import batch_scheduled, cpu_plan, shares_cpu, spin_budget
 from .segments import EngineSegments
 
 BUDGET_NS = 50_000_000
@@ -331,6 +331,8 @@ def run_worker(engine, cfg, w, cpu):
 def run_aggregator(engine, cfg, cpu):
     proc = aggregator_proc(cfg.workers)
     segs = _enter(engine, proc, L.ROLE_AGGREGATOR, 0, cpu)
+    if batch_scheduled(cfg, cfg.cpus, proc):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     run, args = aggregator_args(segs, cfg)
     prefault(*args)
     _loop(segs, proc, lambda: run(*args, BUDGET_NS), lambda: run(*args, 0))

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import psutil
+import pytest
 
 import shmengine
 from shmengine import layout as L
@@ -154,6 +155,7 @@ def test_processes_are_pinned_where_asked():
             assert [p["cpu"] for p in procs] == want
             for p in procs:
                 assert p["pid"] > 0 and p["state"] == L.RUN_STOPPED
+
         cli("stop", proc.name, check=True)
 
 
@@ -202,3 +204,19 @@ def test_a_reader_that_goes_away_does_not_stop_the_run(tmp_path):
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
     assert np.load(table)["updates"].sum() > 0
+
+
+@pytest.mark.parametrize("paced", [False, True])
+def test_an_aggregator_on_the_feeds_cpu_yields_to_it_when_flat_out(paced):
+    cpus = sorted(os.sched_getaffinity(0))
+    plan = [cpus[0], cpus[-1], cpus[0]]  # feed, worker, aggregator
+    rate = ("--rate", 100_000) if paced else ()
+    with engine("--symbols", 50, "--duration", 60, *rate,
+                "--cpus", ",".join(map(str, plan))) as proc:
+        with shmengine.attach(proc.name) as eng:
+            wait_for(lambda: eng.state() == "running", 60, "the engine to run")
+            pids = [p["pid"] for p in eng.stats()["processes"]]
+            policies = [os.sched_getscheduler(pid) for pid in pids]
+        cli("stop", proc.name, check=True)
+    agg = os.SCHED_OTHER if paced else os.SCHED_BATCH
+    assert policies == [os.SCHED_OTHER, os.SCHED_OTHER, agg], policies

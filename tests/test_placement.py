@@ -1,5 +1,5 @@
 """Where the engine's processes run by default, and how long they spin before sleeping."""
-from shmengine.config import Config, place, shares_cpu, spin_budget
+from shmengine.config import Config, batch_scheduled, place, shares_cpu, spin_budget
 
 
 def test_one_cpu_each_while_there_are_enough():
@@ -30,3 +30,15 @@ def test_spin_budget_defaults_and_explicit_values():
     plan = place([0, 1], 2)
     assert [shares_cpu(plan, p) for p in range(4)] == [True] * 4
     assert not any(shares_cpu(place([0, 1, 2], 1), p) for p in range(3))
+
+
+def test_the_aggregator_yields_to_a_flat_out_feed_on_its_cpu():
+    agg = 2  # feed, one worker, aggregator
+    shared, apart = place([0, 1], 1), place([0, 1, 2], 1)
+    assert batch_scheduled(Config(), shared, agg)
+    assert not batch_scheduled(Config(), apart, agg)  # a CPU of its own: nobody to yield to
+    assert not batch_scheduled(Config(), shared, 0) and not batch_scheduled(Config(), shared, 1)
+    assert not batch_scheduled(Config(rate=1e6), shared, agg)  # paced: wake-ups served at once
+    assert batch_scheduled(Config(source="itch:day.itch"), shared, agg)
+    assert not batch_scheduled(Config(source="itch:day.itch", speed=10), shared, agg)
+    assert not batch_scheduled(Config(source="udp://239.1.1.1:5000"), shared, agg)
