@@ -46,7 +46,7 @@ class Config:
     source: str = "synthetic"      # synthetic | itch:FILE | journal:DIR | udp://GROUP:PORT (sources.py)
     speed: float = 0.0             # replay a file or journal on its own clock this much faster; 0: flat out
     itch_date: str = ""            # itch source: the trading day (YYYY-MM-DD); "" : times from midnight
-    itch_directory: str = "start"  # itch source: symbols from the R messages before the first order, or the "whole" file
+    itch_directory: str = "start"  # itch source: symbols named before the first order, or "whole" file
     take: str = ""                 # udp source: only these symbols ("K/N" hash partition, or names)
     journal: str = ""              # write the sequenced stream to this journal directory
     publish: str = ""              # publish the sequenced stream: udp://GROUP:PORT[?options]

@@ -276,8 +276,9 @@ def parse(buf, start, end, locate_map, names, n_names, out, out_pos, max_out, co
     caller appends the next chunk and calls again) and when out is full.
     ``locate_map`` (int64[N_LOCATES], NO_SYMBOL where unnamed), ``names``
     (uint8[N_LOCATES, 8]) and ``n_names`` (int64[2]: how many are named, and
-    the most that may be) are the symbol map the R messages build; ``counts`` (int64[N_COUNTS]) counts each valid message at
-    its type byte and each skipped one at its BAD_* reason.
+    the most that may be) are the symbol map the R messages build; ``counts``
+    (int64[N_COUNTS]) counts each valid message at its type byte and each
+    skipped one at its BAD_* reason.
     """
     end = min(end, buf.shape[0])
     max_out = min(max_out, out.shape[0] - out_pos)
