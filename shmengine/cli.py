@@ -35,7 +35,7 @@ def add_run(sub):
     p.add_argument("config", nargs="?", help="TOML config file (flags override it)")
     p.add_argument("--source", metavar="SPEC",
                    help="synthetic (default), itch:FILE, journal:DIR or udp://GROUP:PORT"
-                        "[?retransmit=HOST:PORT&interface=IP&clock=shared]")
+                        "[?retransmit=HOST:PORT&interface=IP&clock=shared&symbols=publisher]")
     add_engine_flags(p)
     p.set_defaults(func=cmd_run)
 
