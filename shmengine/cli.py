@@ -128,6 +128,18 @@ def add_status(sub):
     p.set_defaults(func=cmd_status)
 
 
+_POLICIES = {os.SCHED_OTHER: "normal", os.SCHED_BATCH: "batch", os.SCHED_IDLE: "idle",
+             os.SCHED_FIFO: "fifo", os.SCHED_RR: "rr"}
+
+
+def sched_policy(pid):
+    """A process's scheduling policy by name; "-" once it is gone."""
+    try:
+        return _POLICIES.get(os.sched_getscheduler(pid), "?")
+    except OSError:
+        return "-"
+
+
 def cmd_status(args):
     from .attach import attach
     with attach(args.name) as eng:
@@ -136,12 +148,13 @@ def cmd_status(args):
         st = eng.stats()
     print(f"engine {st['name']}: {st['state']}, {st['events']:,} events, "
           f"{st['results']:,} results, locked {st['locked']}, crossed {st['crossed']}")
-    print(f"{'process':<12}{'pid':>8}{'cpu':>5}{'events':>15}{'events/s':>14}"
+    print(f"{'process':<12}{'pid':>8}{'cpu':>5}{'sched':>8}{'events':>15}{'events/s':>14}"
           f"{'batches':>12}{'waits':>12}{'lag':>8}{'drops':>8}")
     for a, b in zip(first["processes"], st["processes"]):
         label = proc_label(b)
         rate = (b["events"] - a["events"]) / args.interval
-        print(f"{label:<12}{b['pid']:>8}{b['cpu']:>5}{b['events']:>15,}{rate:>14,.0f}"
+        print(f"{label:<12}{b['pid']:>8}{b['cpu']:>5}{sched_policy(b['pid']):>8}"
+              f"{b['events']:>15,}{rate:>14,.0f}"
               f"{b['batches']:>12,}{b['waits']:>12,}{b['lag']:>8,}{b['drops']:>8,}")
     for r in st["rings"]:
         print(f"ring {r['name']:<32} fill {r['fill']:>8,} / {r['capacity']:,}  "

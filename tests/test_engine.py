@@ -217,6 +217,9 @@ def test_an_aggregator_on_the_feeds_cpu_yields_to_it_when_flat_out(paced):
             wait_for(lambda: eng.state() == "running", 60, "the engine to run")
             pids = [p["pid"] for p in eng.stats()["processes"]]
             policies = [os.sched_getscheduler(pid) for pid in pids]
+            shown = cli("status", proc.name, "--interval", "0.1", check=True).stdout
         cli("stop", proc.name, check=True)
+        aggregator = next(ln for ln in shown.splitlines() if ln.startswith("aggregator"))
+        assert aggregator.split()[3] == ("normal" if paced else "batch"), shown
     agg = os.SCHED_OTHER if paced else os.SCHED_BATCH
     assert policies == [os.SCHED_OTHER, os.SCHED_OTHER, agg], policies
