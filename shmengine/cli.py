@@ -390,12 +390,21 @@ def main(argv=None):
     args = parser().parse_args(argv)
     from .attach import UnknownSymbol
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader gone away shows here, not at the interpreter's exit
+        return code
     except (ConfigError, CliError, shm.SegmentError, UnknownSymbol, ValueError) as exc:
         print(f"shmengine: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`shmengine status prod | head -3`): not an error here;
+        # stdout points at /dev/null so that the exit's flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Errors a user can cause: one clear line, a non-zero exit, no traceback."""
 import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -8,7 +10,7 @@ from shmengine import layout as L
 from shmengine import shm
 from shmengine.config import ConfigError, load, parse_cpu_list
 
-from conftest import cli, engine
+from conftest import ROOT, cli, engine
 
 
 def _one_line_error(res, *needles):
@@ -167,3 +169,13 @@ def test_snapshot_text_shows_analytics_and_user_fields():
     assert "bar 1s: none open" in text and "bar 60s open:" in text and "C 100.0100" in text
     assert "signals: crossed" in text and "[2] 1.5" in text
     assert "analytics" not in format_row(row, "AAPL", 2, None)
+
+
+def test_a_reader_that_goes_away_is_not_an_error():
+    # `shmengine doctor | head -1` style: the pipe closes before the output is done
+    proc = subprocess.Popen([sys.executable, "-m", "shmengine.cli", "doctor"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
