@@ -96,17 +96,16 @@ def merge(out_hdrs, out_hdrs32, out_slots, mask, heads, tails, known, ended, row
         if not safe:
             break
         rec = out_slots[best][heads[best] & mask]
-        if _AHEAD:
-            # the worker wrote these lines on its core; the broadcast slot was last
-            # written a ring ago and has left this core's caches, and a symbol's row
-            # is one of thousands: start all three moving (the row's symbol is read
-            # from a record prefetched earlier, and only from a published one)
-            prefetch_record(out_slots[best], (heads[best] + _AHEAD) & mask, False)
-            prefetch_record(bcast_slots, (tail + _AHEAD) & bcast_mask, True)
-            if _ROW_AHEAD and heads[best] + _ROW_AHEAD < tails[best]:
-                sym = np.int64(out_slots[best][(heads[best] + _ROW_AHEAD) & mask].symbol)
-                if sym < rows.shape[0]:
-                    prefetch_record(rows, sym, True)
+        # The worker wrote these lines on its core; the broadcast slot was last
+        # written a ring ago and has left this core's caches, and a symbol's row
+        # is one of thousands: start all three moving (the row's symbol is read
+        # from a record prefetched earlier, and only from a published one).
+        prefetch_record(out_slots[best], (heads[best] + _AHEAD) & mask, False)
+        prefetch_record(bcast_slots, (tail + _AHEAD) & bcast_mask, True)
+        if heads[best] + _ROW_AHEAD < tails[best]:
+            sym = np.int64(out_slots[best][(heads[best] + _ROW_AHEAD) & mask].symbol)
+            if sym < rows.shape[0]:
+                prefetch_record(rows, sym, True)
         if rec.kind <= L.RES_CLEAR:  # bars, signals and user records only go on the stream
             before = snapshot.write_row(rows, words, rec, publish_ts)
             state[ST_LOCKED] += (((rec.flags & L.RFLAG_LOCKED) != 0)

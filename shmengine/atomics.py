@@ -150,20 +150,26 @@ def prefetch(array, index):
     """Hint that array[index] is about to be read (nothing, without the JIT)."""
 
 
+def _emit_prefetch(context, builder, arrty, array, index, nbytes, write):
+    """PREFETCH (or PREFETCHW) each 64-byte step of nbytes from &array[index]."""
+    ary = context.make_array(arrty)(context, builder, array)
+    ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [index], wraparound=False)
+    i8p = ir.IntType(8).as_pointer()
+    base = builder.bitcast(ptr, i8p)
+    i32 = ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+    for k in range(0, nbytes, 64):
+        line = builder.gep(base, [ir.Constant(ir.IntType(64), k)])
+        # read or write, keep in all cache levels, data
+        builder.call(fn, [line, i32(1 if write else 0), i32(3), i32(1)])
+    return context.get_dummy_value()
+
+
 @intrinsic
 def _prefetch_intrinsic(typingctx, array, index):
     def codegen(context, builder, sig, args):
-        arrty = sig.args[0]
-        ary = context.make_array(arrty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]],
-                                       wraparound=False)
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        # read, keep in all cache levels, data
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
+        return _emit_prefetch(context, builder, sig.args[0], args[0], args[1], 1, False)
     return types.void(array, index), codegen
 
 
@@ -174,8 +180,9 @@ def _prefetch_jit(array, index):
 
 def prefetch_record(array, index, write):
     """Hint that every cache line of array[index] is about to be read (``write``
-    False) or written (True: PREFETCHW, the line comes in owned). Nothing
-    without the JIT."""
+    False) or written (True: PREFETCHW, the line comes in owned): one prefetch
+    per 64 bytes from the record's start, so all its lines when it starts on
+    one (ring slots and table rows do). Nothing without the JIT."""
 
 
 @intrinsic
@@ -185,20 +192,9 @@ def _prefetch_record_intrinsic(typingctx, array, index, write):
 
     def codegen(context, builder, sig, args):
         arrty = sig.args[0]
-        ary = context.make_array(arrty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]],
-                                       wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        base = builder.bitcast(ptr, i8p)
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-            "llvm.prefetch.p0")
         itemsize = context.get_abi_sizeof(context.get_data_type(arrty.dtype))
-        for k in range(0, itemsize, 64):
-            line = builder.gep(base, [ir.Constant(ir.IntType(64), k)])
-            builder.call(fn, [line, i32(1 if write.literal_value else 0), i32(3), i32(1)])
-        return context.get_dummy_value()
+        return _emit_prefetch(context, builder, arrty, args[0], args[1], itemsize,
+                              write.literal_value)
     return types.void(array, index, write), codegen
 
 
