@@ -72,6 +72,15 @@ assert MAX_VENUES <= 8
 # generation equals the generation of its (symbol, venue): EV_CLEAR bumps that
 # and so empties a venue's book in O(1); stale slots are reused by an add of
 # the same key or freed by a sweep when the map fills.
+#
+# The map is open addressing with linear probing. It starts keyed by the order
+# id itself (home slot = id modulo the size): feeds number their orders in
+# one sequence (ITCH order reference numbers, the synthetic market's ids), so
+# an add lands next to the one before it and the orders a feed is about to
+# touch sit in few cache lines. Ids that do not spread that way (a stride of
+# the map's size, or venues that number their orders each from 1) pile up on
+# few homes; once some key lies more than _SEQUENTIAL_LIMIT slots past its home
+# the map rehashes itself in place, once, to Fibonacci hashing of the key.
 ORDER = np.dtype([
     ("key", "<u8"),         # (order_id << 3) | venue; 0 marks an empty slot
     ("price", "<i8"),
@@ -79,15 +88,21 @@ ORDER = np.dtype([
     ("generation", "<u4"),
     ("symbol", "<i4"),      # local symbol index
     ("side", "u1"),
-    ("_pad", "u1", 3),
+    ("moving", "u1"),       # 1 while a rehash has still to move the slot's key
+    ("_pad", "u1", 2),
 ], align=True)
 assert ORDER.itemsize == 32
 
 # order_info words
-LIVE = 0        # live orders
-OCCUPIED = 1    # slots in use, live or stale
-MAX_ORDERS = 2  # live orders the map accepts
-HASH_SHIFT = 3  # 32 - log2(len(orders))
+LIVE = 0              # live orders
+OCCUPIED = 1          # slots in use, live or stale
+MAX_ORDERS = 2        # live orders the map accepts
+HASH_SHIFT = 3        # 32 - log2(len(orders))
+MAX_DISPLACEMENT = 4  # no key lies further than this past its home slot
+HASHED = 5            # 0: homes by order id; 1: by Fibonacci hashing
+N_ORDER_INFO = 6
+
+_SEQUENTIAL_LIMIT = 32  # a displacement past this turns hashing on
 
 # venue_info words
 GENERATION = 0
@@ -105,7 +120,7 @@ BookState = collections.namedtuple("BookState", [
     "local_index",    # int64[n_symbols_total]: global symbol id -> local index, -1 if not owned
     "symbols",        # int64[n_local]: local index -> global symbol id
     "orders",         # ORDER[2**k]: open addressing, linear probing, backward-shift delete
-    "order_info",     # int64[4]: LIVE, OCCUPIED, MAX_ORDERS, HASH_SHIFT
+    "order_info",     # int64[N_ORDER_INFO]: LIVE, OCCUPIED, ..., HASHED
     "venue_info",     # int64[n_local, n_venues, 2]: GENERATION, VENUE_ORDERS
     # Price ladders, best level LAST so that changes near the top shift few
     # levels. A level's key is its price on the bid side and minus its price
@@ -159,7 +174,7 @@ def new_book(symbols, n_venues, n_symbols_total, max_levels=64, max_orders=1 << 
     n_local = symbols.size
     local_index = np.full(n_symbols_total, -1, np.int64)
     local_index[symbols] = np.arange(n_local)
-    order_info = np.zeros(4, np.int64)
+    order_info = np.zeros(N_ORDER_INFO, np.int64)
     order_info[MAX_ORDERS] = max_orders
     order_info[HASH_SHIFT] = 32 - (capacity.bit_length() - 1)
     quotes = np.zeros(n_local, RESULT)
@@ -459,24 +474,30 @@ def _key_venue(key):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _home(key, hash_shift):
-    # Fibonacci hashing of the key folded to 32 bits: the product stays below
-    # 2**64, so it neither wraps nor warns when run as plain Python.
-    folded = (key ^ (key >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
-    return np.int64(((folded * np.uint64(0x9E3779B1)) & np.uint64(0xFFFFFFFF))
-                    >> np.uint64(hash_shift))
+def _home(key, order_info):
+    hash_shift = np.uint64(order_info[HASH_SHIFT])
+    if order_info[HASHED]:
+        # Fibonacci hashing of the key folded to 32 bits: the product stays
+        # below 2**64, so it neither wraps nor warns when run as plain Python.
+        folded = (key ^ (key >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+        return np.int64(((folded * np.uint64(0x9E3779B1)) & np.uint64(0xFFFFFFFF))
+                        >> hash_shift)
+    return np.int64((key >> np.uint64(3))
+                    & ((np.uint64(1) << (np.uint64(32) - hash_shift)) - np.uint64(1)))
 
 
 @njit(cache=True, _nrt=False, inline="always")
 def _find(orders, order_info, key):
     """Slot holding key (live or stale), or -1."""
     mask = orders.shape[0] - 1
-    j = _home(key, order_info[HASH_SHIFT])
+    home = _home(key, order_info)
+    bound = order_info[MAX_DISPLACEMENT]
+    j = home
     while True:
         k = orders[j]["key"]
         if k == key:
             return j
-        if k == 0:
+        if k == 0 or ((j - home) & mask) >= bound:
             return -1
         j = (j + 1) & mask
 
@@ -505,7 +526,8 @@ def _insert_order(orders, order_info, venue_info, key, s, side, price, qty):
     if order_info[OCCUPIED] >= capacity - capacity // 4:
         _sweep(orders, order_info, venue_info)
     mask = capacity - 1
-    j = _home(key, order_info[HASH_SHIFT])
+    home = _home(key, order_info)
+    j = home
     while orders[j]["key"] != 0 and orders[j]["key"] != key:
         j = (j + 1) & mask
     o = orders[j]
@@ -520,6 +542,11 @@ def _insert_order(orders, order_info, venue_info, key, s, side, price, qty):
     o["side"] = side
     order_info[LIVE] += 1
     venue_info[s, venue, VENUE_ORDERS] += 1
+    displacement = (j - home) & mask
+    if displacement > order_info[MAX_DISPLACEMENT]:
+        order_info[MAX_DISPLACEMENT] = displacement
+        if displacement > _SEQUENTIAL_LIMIT and not order_info[HASHED]:
+            _rehash(orders, order_info, venue_info)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -532,20 +559,77 @@ def _remove_order(orders, order_info, venue_info, j):
 
 @njit(cache=True, _nrt=False)
 def _free_slot(orders, order_info, j):
-    """Empty slot j, shifting back later keys of its cluster so probes stay unbroken."""
+    """Empty slot j, shifting back later keys of its cluster so probes stay unbroken.
+
+    A key may fill the hole unless its home lies cyclically in (hole, k]: it
+    must lie at least k - hole past its home. No key lies more than
+    MAX_DISPLACEMENT past its home, so the search ends that far past the hole.
+    """
     mask = orders.shape[0] - 1
-    hash_shift = order_info[HASH_SHIFT]
+    bound = order_info[MAX_DISPLACEMENT]
     hole = j
     k = (j + 1) & mask
-    while orders[k]["key"] != 0:
-        # A key may fill the hole unless its home lies cyclically in (hole, k].
-        home = _home(orders[k]["key"], hash_shift)
-        if ((k - home) & mask) >= ((k - hole) & mask):
+    while orders[k]["key"] != 0 and ((k - hole) & mask) <= bound:
+        if ((k - _home(orders[k]["key"], order_info)) & mask) >= ((k - hole) & mask):
             orders[hole] = orders[k]
             hole = k
         k = (k + 1) & mask
     orders[hole]["key"] = 0
     order_info[OCCUPIED] -= 1
+
+
+@njit(cache=True, _nrt=False)
+def _rehash(orders, order_info, venue_info):
+    """Turn Fibonacci hashing on, moving every live key in place; stale slots are freed.
+
+    Slots still to move are marked. Each is taken out and its key carried to
+    its new home: the first slot on from there that is empty takes it, and one
+    still to move swaps with it, its key carried on in turn. A moved key never
+    probes past a slot still to move, so emptying such a slot breaks no probe.
+    """
+    mask = orders.shape[0] - 1
+    for j in range(orders.shape[0]):
+        orders[j]["moving"] = orders[j]["key"] != 0
+    order_info[HASHED] = 1
+    order_info[MAX_DISPLACEMENT] = 0
+    for j in range(orders.shape[0]):
+        if not orders[j]["moving"]:
+            continue
+        if not _live(orders, venue_info, j):
+            orders[j]["key"] = 0
+            orders[j]["moving"] = 0
+            order_info[OCCUPIED] -= 1
+            continue
+        o = orders[j]
+        key, price, qty = o["key"], o["price"], o["qty"]
+        generation, s, side = o["generation"], o["symbol"], o["side"]
+        o["key"] = 0
+        o["moving"] = 0
+        while True:
+            home = _home(key, order_info)
+            t = home
+            while orders[t]["key"] != 0 and not orders[t]["moving"]:
+                t = (t + 1) & mask
+            order_info[MAX_DISPLACEMENT] = max(order_info[MAX_DISPLACEMENT], (t - home) & mask)
+            o = orders[t]
+            bumped = o["key"] != 0
+            if bumped:
+                bumped_key, bumped_price, bumped_qty = o["key"], o["price"], o["qty"]
+                bumped_generation, bumped_s, bumped_side = o["generation"], o["symbol"], o["side"]
+            o["key"] = key
+            o["price"] = price
+            o["qty"] = qty
+            o["generation"] = generation
+            o["symbol"] = s
+            o["side"] = side
+            o["moving"] = 0
+            if not bumped:
+                break
+            key, price, qty = bumped_key, bumped_price, bumped_qty
+            generation, s, side = bumped_generation, bumped_s, bumped_side
+            if generation != venue_info[s, _key_venue(key), GENERATION]:
+                order_info[OCCUPIED] -= 1  # stale: dropped
+                break
 
 
 @njit(cache=True, _nrt=False)
@@ -566,11 +650,10 @@ def _prefetch_order(ev, orders, order_info):
     etype = ev["type"]
     if etype < EV_ADD or etype > EV_REPLACE:
         return
-    hash_shift = order_info[HASH_SHIFT]
     venue = np.uint64(ev["venue"] & 7)
-    prefetch(orders, _home(_order_key(ev["order_id"], venue), hash_shift))
+    prefetch(orders, _home(_order_key(ev["order_id"], venue), order_info))
     if etype == EV_REPLACE:
-        prefetch(orders, _home(_order_key(ev["new_order_id"], venue), hash_shift))
+        prefetch(orders, _home(_order_key(ev["new_order_id"], venue), order_info))
 
 
 # ---------------------------------------------------------------------------

@@ -339,19 +339,55 @@ def test_order_map_under_collisions(seed, n_events):
         check_order_map(pair.book, set(pair.naive.orders))
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), stride=st.sampled_from([1, 3, 64, 128, 4096]))
+def test_order_map_rehashes_ids_that_pile_up(seed, stride):
+    """Ids a multiple of the map's size apart share a home slot until the map
+    turns to hashing; sequential ids never need it. Either way it stays exact."""
+    rng = np.random.default_rng(seed)
+    pair = Pair([0], n_venues=2, max_orders=64)  # 128 slots
+    live = []
+    for seq in range(1, 400):
+        if rng.random() < 0.01:
+            venue = int(rng.integers(2))
+            ev = event(EV_CLEAR, 0, venue, seq=seq)  # its orders go stale in their slots
+            live = [(v, o) for v, o in live if v != venue]
+        elif len(live) < 50 and (not live or rng.random() < 0.6):
+            order_id = (seq * stride) << 8 if stride > 1 else seq
+            venue = int(rng.integers(2))
+            ev = add(0, venue, order_id, order_id % 2, MID + TICK * int(rng.integers(5)), 5,
+                     seq=seq)
+            live.append((venue, order_id))
+        else:
+            venue, order_id = live.pop(int(rng.integers(len(live))))
+            ev = event(EV_DELETE, 0, venue, order_id, seq=seq)
+        pair.step(ev)
+        check_order_map(pair.book, set(pair.naive.orders))
+    assert pair.book.order_info[B.HASHED] == (stride > 1)
+
+
+def expected_home(book, key):
+    """The home slot of a key, as the map's docs define it."""
+    size = len(book.orders)
+    if book.order_info[B.HASHED]:
+        folded = (key ^ (key >> 32)) & 0xFFFFFFFF
+        return ((folded * 0x9E3779B1) & 0xFFFFFFFF) >> int(book.order_info[B.HASH_SHIFT])
+    return (key >> 3) % size
+
+
 def check_order_map(book, live):
     """Every key is reachable from its home slot; live slots hold exactly `live`."""
     orders = book.orders
     mask = len(orders) - 1
-    shift = int(book.order_info[B.HASH_SHIFT])
     occupied = held = 0
     for j, o in enumerate(orders):
         key = int(o["key"])
         if key == 0:
             continue
         occupied += 1
-        folded = (key ^ (key >> 32)) & 0xFFFFFFFF
-        home = ((folded * 0x9E3779B1) & 0xFFFFFFFF) >> shift
+        assert o["moving"] == 0
+        home = expected_home(book, key)
+        assert (j - home) & mask <= book.order_info[B.MAX_DISPLACEMENT], j
         assert all(orders[(home + t) & mask]["key"] for t in range((j - home) & mask)), j
         venue = key & 7
         if o["generation"] == book.venue_info[o["symbol"], venue, B.GENERATION]:

@@ -1,0 +1,139 @@
+"""The book kernel of this tree against the one of a git revision, interleaved in one process.
+
+    python benchmarks/ab_book.py [--against REV] [--stream synthetic|itch|both] [--rounds R]
+
+This machine's speed drifts by up to 2x within minutes, so two benchmark runs
+taken one after the other say little about a change of a few percent. Here
+both kernels run in one process pinned to one CPU, alternately, over the
+same stream: the revision's ``shmengine`` package is exported with ``git
+archive`` into a temporary directory as ``shmengine_base`` (the compiled C
+modules are taken from this tree). Each round runs each kernel once over the
+whole stream from an empty book, in batches of 1024 into a 2**16-slot result
+ring, as ``bench_book.py`` does. Printed: CPU ns per event of each (median
+and min over the rounds after a warm-up) and the median over rounds of the
+ratio this tree / base, the figure to quote. Both kernels must write the
+same number of results and count the same, or it stops.
+
+Streams: ``synthetic`` is bench_book.py's (2**21 events, 64 symbols, 4
+venues); ``itch`` is bench_itch.py's ITCH file parsed to events (6,000,000
+order messages, 500 symbols, one venue; written to /tmp once).
+"""
+import argparse
+import glob
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from numba import njit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+from shmengine.layout import EVENT, RESULT  # noqa: E402
+
+BATCH = 1024
+RING = 1 << 16
+
+
+def export(rev, into):
+    """The package at rev as ``into/shmengine_base``."""
+    archive = subprocess.run(["git", "-C", ROOT, "archive", rev, "shmengine"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+    base = os.path.join(into, "shmengine_base")
+    os.rename(os.path.join(into, "shmengine"), base)
+    for lib in glob.glob(os.path.join(ROOT, "shmengine", "*.so")):
+        shutil.copy(lib, base)
+    sys.path.insert(0, into)
+
+
+def runner(package):
+    """(book module, compiled loop over a whole stream) of a package."""
+    book = importlib.import_module(package + ".book")
+    process = book.process
+
+    @njit(_nrt=False)
+    def run_all(events, n, state, results, counters):
+        mask = results.shape[0] - 1
+        written = 0
+        for start in range(0, n, BATCH):
+            written += process(events, start, min(BATCH, n - start), (1 << 62) - 1, state,
+                               results, written, mask, 0, counters, None, None, None)
+        return written
+    return book, run_all
+
+
+def synthetic_stream():
+    import bench_book
+    return bench_book.make_stream(1 << 21, 64, 4), 64, 4
+
+
+def itch_stream():
+    from shmengine import itch
+    from shmengine.itch_writer import MARKET_DATE_NS, synthetic_itch
+    path = "/tmp/shmengine_itch_6000000_500_1.itch"  # bench_itch.py's default file
+    if not os.path.exists(path):
+        synthetic_itch(path + ".part", 6_000_000, 500, 1)
+        os.replace(path + ".part", path)
+    buf = np.fromfile(path, np.uint8)
+    locate_map, names, n_names = itch._new_symbol_map()
+    counts = np.zeros(itch.N_COUNTS, np.int64)
+    events = np.zeros(6_000_100, EVENT)
+    _, k = itch.parse(buf, 0, buf.shape[0], locate_map, names, n_names, events, 0,
+                      events.shape[0], counts, MARKET_DATE_NS)
+    return events[:k], int(n_names[0]), 1
+
+
+def compare(name, stream, kits, rounds):
+    events, n_symbols, n_venues = stream
+    times = {label: [] for label in kits}
+    for r in range(rounds + 1):
+        outcome = {}
+        for label, (book, run_all) in kits.items():
+            state = book.new_book(np.arange(n_symbols), n_venues, n_symbols)
+            results = np.zeros(RING, RESULT)
+            counters = np.zeros(book.N_COUNTERS, np.int64)
+            cpu = time.thread_time()
+            written = run_all(events, len(events), state, results, counters)
+            cpu = time.thread_time() - cpu
+            outcome[label] = (written, counters.tolist())
+            if r:
+                times[label].append(cpu / len(events) * 1e9)
+        if len(set(map(str, outcome.values()))) != 1:
+            sys.exit(f"{name}: the kernels disagree: {outcome}")
+    tree, base = np.array(times["tree"]), np.array(times["base"])
+    print(f"{name:<10} {len(events):>10,} {np.median(base):8.1f} {base.min():8.1f} "
+          f"{np.median(tree):8.1f} {tree.min():8.1f} {np.median(tree / base):8.3f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", default="HEAD", help="git revision (default HEAD)")
+    parser.add_argument("--stream", choices=("synthetic", "itch", "both"), default="both")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
+                        help="CPU to pin to (default: the highest)")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {args.cpu})
+    with tempfile.TemporaryDirectory(prefix="shmengine_ab_") as tmp:
+        export(args.against, tmp)
+        kits = {"base": runner("shmengine_base"), "tree": runner("shmengine")}
+        streams = {"synthetic": synthetic_stream, "itch": itch_stream}
+        chosen = list(streams) if args.stream == "both" else [args.stream]
+        print(f"this tree against {args.against}, CPU ns per event, {args.rounds} rounds "
+              f"pinned to CPU {args.cpu}")
+        print(f"{'stream':<10} {'events':>10} {'base med':>8} {'min':>8} {'tree med':>8} "
+              f"{'min':>8} {'tree/base':>8}")
+        for name in chosen:
+            compare(name, streams[name](), kits, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
