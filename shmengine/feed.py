@@ -137,6 +137,28 @@ def _batch_sent(n, last, now, hdrs, hdrs32, slots, mask, tails, ctl, procs, me, 
 
 
 @njit(cache=True)
+def _generate_in_place(margs, n, seq, now, hdrs, hdrs32, slots, mask, tails, heads, ctl, procs,
+                       me, mode, spins, yields, sleep_ns):
+    """Generate n events straight into the one worker's ring, stamp how long the
+    feed held them, and send the batch's watermark."""
+    capacity = mask + 1
+    if tails[0] + n - heads[0] > capacity:
+        heads[0] = load_acquire(hdrs[0], CONSUMER)
+    if tails[0] + n - heads[0] > capacity:
+        _wait_room(hdrs, hdrs32, tails, 0, n, capacity, procs, me, mode, spins, yields, sleep_ns)
+        heads[0] = load_acquire(hdrs[0], CONSUMER)
+        now = monotonic_ns()
+    ring = slots[0]
+    generate(*margs, ring, tails[0], mask, n, seq, now)
+    held = span_u32(monotonic_ns() - now)
+    for i in range(tails[0], tails[0] + n):
+        ring[i & mask].feed_ns = held
+    tails[0] += n
+    _batch_sent(n, seq + n - 1, now, hdrs, hdrs32, slots, mask, tails, ctl, procs, me, mode,
+                spins, yields, sleep_ns)
+
+
+@njit(cache=True)
 def run(margs, buf, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, ctl, procs, me,
         stop, tap,
         batch, rate, limit, mode, spins, yields, sleep_ns, budget_ns):
@@ -150,6 +172,9 @@ def run(margs, buf, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, 
     now = monotonic_ns()
     deadline = now + budget_ns
     idle = np.zeros(1, np.uint32)
+    # One worker, no journal or publisher reading the batch, a lossless ring:
+    # the market writes straight into the ring, without the copy routing makes.
+    direct = len(hdrs) == 1 and not tap and policy == L.POLICY_BLOCK and batch <= mask + 1
     while now < deadline:
         p = procs[me]
         p.heartbeat_ns = now
@@ -169,6 +194,11 @@ def run(margs, buf, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, 
                     now = monotonic_ns()
                     continue
                 n = min(n, due - seq)
+            if direct:
+                _generate_in_place(margs, n, seq, now, hdrs, hdrs32, slots, mask, tails, heads,
+                                   ctl, procs, me, mode, spins, yields, sleep_ns)
+                now = monotonic_ns()
+                continue
             generate(*margs, buf, 0, len(buf) - 1, n, seq, now)
             ctl[C_PENDING] = n
             ctl[C_ROUTED] = 0
