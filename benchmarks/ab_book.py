@@ -1,6 +1,7 @@
 """The book kernel of this tree against the one of a git revision, interleaved in one process.
 
-    python benchmarks/ab_book.py [--against REV] [--stream synthetic|itch|both] [--rounds R]
+    python benchmarks/ab_book.py [--against REV] [--stream synthetic|itch|market|all]
+                                 [--analytics] [--rounds R]
 
 This machine's speed drifts by up to 2x within minutes, so two benchmark runs
 taken one after the other say little about a change of a few percent. Here
@@ -16,7 +17,11 @@ same number of results and count the same, or it stops.
 
 Streams: ``synthetic`` is bench_book.py's (2**21 events, 64 symbols, 4
 venues); ``itch`` is bench_itch.py's ITCH file parsed to events (6,000,000
-order messages, 500 symbols, one venue; written to /tmp once).
+order messages, 500 symbols, one venue; written to /tmp once); ``market``
+is bench_analytics.py's (the engine's synthetic market, 2**21 events, 1000
+symbols, 4 venues). With ``--analytics`` each kernel also applies every
+built-in analytic to its results (the engine's defaults), as a worker with
+analytics does.
 """
 import argparse
 import glob
@@ -54,20 +59,46 @@ def export(rev, into):
     sys.path.insert(0, into)
 
 
-def runner(package):
-    """(book module, compiled loop over a whole stream) of a package."""
+def runner(package, with_analytics):
+    """(fresh kernel state for (n_symbols, n_venues), compiled loop over a whole stream)."""
     book = importlib.import_module(package + ".book")
+    analytics = importlib.import_module(package + ".analytics")
+    layout = importlib.import_module(package + ".layout")
     process = book.process
 
+    def fresh(n_symbols, n_venues):
+        owned = np.arange(n_symbols)
+        ana = (analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
+               if with_analytics else None)
+        return book.new_book(owned, n_venues, n_symbols), ana, np.zeros(book.N_COUNTERS,
+                                                                         np.int64)
+
     @njit(_nrt=False)
-    def run_all(events, n, state, results, counters):
+    def run_books(events, n, state, ana, results, bars, signals, counters):
         mask = results.shape[0] - 1
         written = 0
         for start in range(0, n, BATCH):
             written += process(events, start, min(BATCH, n - start), (1 << 62) - 1, state,
                                results, written, mask, 0, counters, None, None, None)
         return written
-    return book, run_all
+
+    @njit(_nrt=False)
+    def run_analytics(events, n, state, ana, results, bars, signals, counters):
+        mask = results.shape[0] - 1
+        written = 0
+        for start in range(0, n, BATCH):
+            written += process(events, start, min(BATCH, n - start), (1 << 62) - 1, state,
+                               results, written, mask, 0, counters, ana, bars, signals)
+        return written
+
+    def run_all(events, results):
+        state, ana, counters = fresh(*events[1:])
+        bars, signals = results.view(layout.BAR_RECORD), results.view(layout.SIGNAL_RECORD)
+        kernel = run_analytics if with_analytics else run_books
+        cpu = time.thread_time()
+        written = kernel(events[0], len(events[0]), state, ana, results, bars, signals, counters)
+        return time.thread_time() - cpu, (written, counters.tolist())
+    return run_all
 
 
 def synthetic_stream():
@@ -91,19 +122,18 @@ def itch_stream():
     return events[:k], int(n_names[0]), 1
 
 
+def market_stream():
+    from shmengine.market import new_market
+    return new_market(1000, 4, seed=1).generate(1 << 21), 1000, 4
+
+
 def compare(name, stream, kits, rounds):
-    events, n_symbols, n_venues = stream
+    events = stream[0]
     times = {label: [] for label in kits}
     for r in range(rounds + 1):
         outcome = {}
-        for label, (book, run_all) in kits.items():
-            state = book.new_book(np.arange(n_symbols), n_venues, n_symbols)
-            results = np.zeros(RING, RESULT)
-            counters = np.zeros(book.N_COUNTERS, np.int64)
-            cpu = time.thread_time()
-            written = run_all(events, len(events), state, results, counters)
-            cpu = time.thread_time() - cpu
-            outcome[label] = (written, counters.tolist())
+        for label, run_all in kits.items():
+            cpu, outcome[label] = run_all(stream, np.zeros(RING, RESULT))
             if r:
                 times[label].append(cpu / len(events) * 1e9)
         if len(set(map(str, outcome.values()))) != 1:
@@ -116,7 +146,10 @@ def compare(name, stream, kits, rounds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", default="HEAD", help="git revision (default HEAD)")
-    parser.add_argument("--stream", choices=("synthetic", "itch", "both"), default="both")
+    parser.add_argument("--stream", choices=("synthetic", "itch", "market", "all"),
+                        default="all")
+    parser.add_argument("--analytics", action="store_true",
+                        help="apply the built-in analytics too")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
                         help="CPU to pin to (default: the highest)")
@@ -124,11 +157,13 @@ def main():
     os.sched_setaffinity(0, {args.cpu})
     with tempfile.TemporaryDirectory(prefix="shmengine_ab_") as tmp:
         export(args.against, tmp)
-        kits = {"base": runner("shmengine_base"), "tree": runner("shmengine")}
-        streams = {"synthetic": synthetic_stream, "itch": itch_stream}
-        chosen = list(streams) if args.stream == "both" else [args.stream]
-        print(f"this tree against {args.against}, CPU ns per event, {args.rounds} rounds "
-              f"pinned to CPU {args.cpu}")
+        kits = {"base": runner("shmengine_base", args.analytics),
+                "tree": runner("shmengine", args.analytics)}
+        streams = {"synthetic": synthetic_stream, "itch": itch_stream, "market": market_stream}
+        chosen = list(streams) if args.stream == "all" else [args.stream]
+        what = "books and analytics" if args.analytics else "books"
+        print(f"this tree against {args.against}, {what}, CPU ns per event, {args.rounds} "
+              f"rounds pinned to CPU {args.cpu}")
         print(f"{'stream':<10} {'events':>10} {'base med':>8} {'min':>8} {'tree med':>8} "
               f"{'min':>8} {'tree/base':>8}")
         for name in chosen:

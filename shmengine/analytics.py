@@ -169,6 +169,7 @@ Analytics = collections.namedtuple("Analytics", [
     "rv_sq",         # float64[n_local, rv_samples]: squared log return, NaN if none
     "pend_i",        # int64[n_local, impact_pending, 3]: t, price, D of each followed trade
     "pend_mid",      # float64[n_local, impact_pending]: the mid M before it
+    "n_venues",      # int: venues of the engine (ids 0..n_venues - 1)
 ])
 
 
@@ -267,6 +268,7 @@ def new_analytics(symbols, n_venues, n_symbols_total, params, rows=None):
         ofi=np.zeros((n, int(p["ofi_buckets"])), np.int64),
         rv_step=np.full((n, nr), RV_NONE, np.int64), rv_sq=np.full((n, nr), np.nan),
         pend_i=np.zeros((n, cap, 3), np.int64), pend_mid=np.zeros((n, cap), np.float64),
+        n_venues=int(n_venues),
     )
 
 
@@ -364,7 +366,7 @@ def _apply_one(s, sym, p, ana, out, bars, signals, out_position, out_mask):
     if not seen:
         _first(st, p, t)
     elif t > t_prev:
-        _accumulate_time(st, row, t - t_prev, pb, pbq, pa, paq)
+        _accumulate_time(st, row, ana.n_venues, t - t_prev, pb, pbq, pa, paq)
         if st.rv_next < t:
             _sample_rv(ana.rv_step[s], ana.rv_sq[s], st, row, p.rv_interval, t,
                        _mid(pb, pbq, pa, paq))
@@ -451,7 +453,7 @@ def _first(st, p, t):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _accumulate_time(st, row, dt, pb, pbq, pa, paq):
+def _accumulate_time(st, row, n_venues, dt, pb, pbq, pa, paq):
     """dt ns spent in the previous state."""
     row.time_total += dt
     # Without branches: which venues were at the best changes from one result
@@ -461,7 +463,7 @@ def _accumulate_time(st, row, dt, pb, pbq, pa, paq):
     row.time_crossed += dt * (two & np.int64(pb > pa))
     at_bid = st.at_bid
     at_ask = st.at_ask
-    for v in range(L.MAX_VENUES):
+    for v in range(n_venues):  # the same count every time: its exit predicts
         row.venue_time_at_bid[v] += dt * ((at_bid >> v) & 1)
         row.venue_time_at_ask[v] += dt * ((at_ask >> v) & 1)
 
