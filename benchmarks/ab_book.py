@@ -74,16 +74,8 @@ def runner(package, with_analytics):
                                                                          np.int64)
 
     @njit(_nrt=False)
-    def run_books(events, n, state, ana, results, bars, signals, counters):
-        mask = results.shape[0] - 1
-        written = 0
-        for start in range(0, n, BATCH):
-            written += process(events, start, min(BATCH, n - start), (1 << 62) - 1, state,
-                               results, written, mask, 0, counters, None, None, None)
-        return written
-
-    @njit(_nrt=False)
-    def run_analytics(events, n, state, ana, results, bars, signals, counters):
+    def run_kernel(events, n, state, ana, results, bars, signals, counters):
+        """``ana`` None: books only (a separate compilation)."""
         mask = results.shape[0] - 1
         written = 0
         for start in range(0, n, BATCH):
@@ -93,10 +85,11 @@ def runner(package, with_analytics):
 
     def run_all(events, results):
         state, ana, counters = fresh(*events[1:])
-        bars, signals = results.view(layout.BAR_RECORD), results.view(layout.SIGNAL_RECORD)
-        kernel = run_analytics if with_analytics else run_books
+        bars, signals = ((results.view(layout.BAR_RECORD), results.view(layout.SIGNAL_RECORD))
+                         if with_analytics else (None, None))
         cpu = time.thread_time()
-        written = kernel(events[0], len(events[0]), state, ana, results, bars, signals, counters)
+        written = run_kernel(events[0], len(events[0]), state, ana, results, bars, signals,
+                             counters)
         return time.thread_time() - cpu, (written, counters.tolist())
     return run_all
 
