@@ -59,7 +59,7 @@ def export(rev, into):
     sys.path.insert(0, into)
 
 
-def runner(package, with_analytics):
+def runner(package, with_analytics, max_orders):
     """(fresh kernel state for (n_symbols, n_venues), compiled loop over a whole stream)."""
     book = importlib.import_module(package + ".book")
     analytics = importlib.import_module(package + ".analytics")
@@ -70,8 +70,8 @@ def runner(package, with_analytics):
         owned = np.arange(n_symbols)
         ana = (analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
                if with_analytics else None)
-        return book.new_book(owned, n_venues, n_symbols), ana, np.zeros(book.N_COUNTERS,
-                                                                         np.int64)
+        state = book.new_book(owned, n_venues, n_symbols, max_orders=max_orders)
+        return state, ana, np.zeros(book.N_COUNTERS, np.int64)
 
     @njit(_nrt=False)
     def run_kernel(events, n, state, ana, results, bars, signals, counters):
@@ -144,14 +144,17 @@ def main():
     parser.add_argument("--analytics", action="store_true",
                         help="apply the built-in analytics too")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--max-orders", type=int, default=1 << 20,
+                        help="live orders the book holds (default 2**20; an engine's worker "
+                             "takes 64 per symbol and venue it owns)")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
                         help="CPU to pin to (default: the highest)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.cpu})
     with tempfile.TemporaryDirectory(prefix="shmengine_ab_") as tmp:
         export(args.against, tmp)
-        kits = {"base": runner("shmengine_base", args.analytics),
-                "tree": runner("shmengine", args.analytics)}
+        kits = {"base": runner("shmengine_base", args.analytics, args.max_orders),
+                "tree": runner("shmengine", args.analytics, args.max_orders)}
         streams = {"synthetic": synthetic_stream, "itch": itch_stream, "market": market_stream}
         chosen = list(streams) if args.stream == "all" else [args.stream]
         what = "books and analytics" if args.analytics else "books"

@@ -320,7 +320,8 @@ def book_run(with_analytics):
         bars, signals = out.view(L.BAR_RECORD), out.view(L.SIGNAL_RECORD)
     counters = np.zeros(N_COUNTERS, np.int64)
     process_slice(ring, 0, BOOK_WARM_EVENTS, book, out, counters, ana, bars, signals)
-    saved = [(a, a.copy()) for state in (book, ana) if state is not None for a in state]
+    saved = [(a, a.copy()) for state in (book, ana) if state is not None for a in state
+             if isinstance(a, np.ndarray)]
     return BookRun(ring, book, ana, bars, signals, out, counters, saved)
 
 

@@ -58,7 +58,7 @@ class Config:
     batch: int = 1024              # most records a process moves at once
     drop: bool = False             # drop (and count) instead of blocking when a ring is full
     book_levels: int = 64          # price levels kept per side per venue
-    book_orders: int = 0           # live orders per worker; 0: 64 per (symbol, venue) it owns
+    book_orders: int = 0           # live orders per worker; 0: 64 per (symbol, venue), >= 2**20
     heartbeat_timeout: float = 5.0  # seconds without a heartbeat before a process is declared hung
     spins: int = None              # PAUSE loops before yielding; default: see spin_budget
     yields: int = None             # adaptive: sched_yield calls before sleeping; the same

@@ -141,6 +141,13 @@ def trial_batch(cfg, n_events=4096):
     return apply(ana, book_apply(book, events)), ana.rows
 
 
+# The book's order map keeps orders at the slot of their id while the ids,
+# coming round the map, find those slots free: a map much larger than the
+# orders live at once (2 slots per order it may hold) keeps it so. 2**20
+# orders is a 64 MB map, its pages touched as the ids reach them.
+DEFAULT_BOOK_ORDERS = 1 << 20
+
+
 def worker_args(segs, cfg, w):
     from .analytics import make_params, new_analytics
     from .book import new_book
@@ -148,7 +155,7 @@ def worker_args(segs, cfg, w):
     from .worker import C_LEN, new_stage, run, run_with_kernels
     proc = worker_proc(w)
     owned = np.flatnonzero(segs.partition == w)
-    max_orders = cfg.book_orders or max(64 * len(owned) * cfg.venues, 1024)
+    max_orders = cfg.book_orders or max(64 * len(owned) * cfg.venues, DEFAULT_BOOK_ORDERS)
     book = new_book(owned, cfg.venues, cfg.symbols, max_levels=cfg.book_levels,
                     max_orders=max_orders)
     params = analytics_params(cfg)
