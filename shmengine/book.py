@@ -530,16 +530,10 @@ def _insert_order(orders, order_info, venue_info, key, s, side, price, qty):
     j = home
     while orders[j]["key"] != 0 and orders[j]["key"] != key:
         j = (j + 1) & mask
-    o = orders[j]
-    if o["key"] == 0:
+    if orders[j]["key"] == 0:
         order_info[OCCUPIED] += 1
     venue = _key_venue(key)
-    o["key"] = key
-    o["price"] = price
-    o["qty"] = qty
-    o["generation"] = venue_info[s, venue, GENERATION]
-    o["symbol"] = s
-    o["side"] = side
+    _put(orders[j], key, price, qty, venue_info[s, venue, GENERATION], s, side)
     order_info[LIVE] += 1
     venue_info[s, venue, VENUE_ORDERS] += 1
     displacement = (j - home) & mask
@@ -547,6 +541,17 @@ def _insert_order(orders, order_info, venue_info, key, s, side, price, qty):
         order_info[MAX_DISPLACEMENT] = displacement
         if displacement > _SEQUENTIAL_LIMIT and not order_info[HASHED]:
             _rehash(orders, order_info, venue_info)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _put(o, key, price, qty, generation, s, side):
+    o["key"] = key
+    o["price"] = price
+    o["qty"] = qty
+    o["generation"] = generation
+    o["symbol"] = s
+    o["side"] = side
+    o["moving"] = 0
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -612,21 +617,13 @@ def _rehash(orders, order_info, venue_info):
                 t = (t + 1) & mask
             order_info[MAX_DISPLACEMENT] = max(order_info[MAX_DISPLACEMENT], (t - home) & mask)
             o = orders[t]
-            bumped = o["key"] != 0
-            if bumped:
-                bumped_key, bumped_price, bumped_qty = o["key"], o["price"], o["qty"]
-                bumped_generation, bumped_s, bumped_side = o["generation"], o["symbol"], o["side"]
-            o["key"] = key
-            o["price"] = price
-            o["qty"] = qty
-            o["generation"] = generation
-            o["symbol"] = s
-            o["side"] = side
-            o["moving"] = 0
-            if not bumped:
+            if o["key"] == 0:
+                _put(o, key, price, qty, generation, s, side)
                 break
-            key, price, qty = bumped_key, bumped_price, bumped_qty
-            generation, s, side = bumped_generation, bumped_s, bumped_side
+            # a key still to move: it takes this one's place and is carried on
+            bumped = (o["key"], o["price"], o["qty"], o["generation"], o["symbol"], o["side"])
+            _put(o, key, price, qty, generation, s, side)
+            key, price, qty, generation, s, side = bumped
             if generation != venue_info[s, _key_venue(key), GENERATION]:
                 order_info[OCCUPIED] -= 1  # stale: dropped
                 break

@@ -399,11 +399,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # the reader went away (`shmengine status prod | head -3`): not an error here;
-        # stdout points at /dev/null so that the exit's flush does not fail again
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        # the reader went away (`shmengine status prod | head -3`): not an error here
+        from .supervisor import silence
+        silence(sys.stdout)
         return 0
 
 

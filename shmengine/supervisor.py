@@ -235,15 +235,21 @@ def format_summary(d):
 
 
 
+def silence(stream):
+    """Point a stream whose reader went away at /dev/null, so that later writes
+    (and the interpreter's flush at exit) do not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
 def _say(text, stream):
     """Print a line. A reader that went away (`shmengine run | head -1`) loses the
-    lines, not the run: the stream is pointed at /dev/null from then on."""
+    lines, not the run."""
     try:
         print(text, file=stream, flush=True)
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())
-        os.close(devnull)
+        silence(stream)
 
 
 def run(cfg, out=sys.stdout, err=sys.stderr):
