@@ -25,6 +25,7 @@ from shmengine import analytics  # noqa: E402
 from shmengine.book import N_COUNTERS, new_book  # noqa: E402
 from shmengine.layout import BAR_RECORD, EVENT, RESULT, SIGNAL_RECORD  # noqa: E402
 from shmengine.market import new_market  # noqa: E402
+from shmengine.process import DEFAULT_BOOK_ORDERS  # noqa: E402
 
 from bench_book import run_kernel  # noqa: E402  (this folder)
 
@@ -33,7 +34,8 @@ RING = 1 << 13  # result ring slots, as the engine's default
 
 def _fresh(n_symbols, n_venues):
     owned = np.arange(n_symbols)
-    book = new_book(owned, n_venues, n_symbols, max_orders=64 * n_symbols * n_venues)
+    book = new_book(owned, n_venues, n_symbols,  # sized as a worker sizes it
+                    max_orders=max(64 * n_symbols * n_venues, DEFAULT_BOOK_ORDERS))
     ana = analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
     return book, ana
 
