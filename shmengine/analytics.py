@@ -624,10 +624,12 @@ def _depth_metrics(r, row, depth_levels):
     ask_qty = r.level_ask_qty
     depth_bid = 0
     depth_ask = 0
-    for k in range(L.TOP_LEVELS):  # unrolled: no loop exit to predict
-        use = np.int64(k < depth_levels)
-        depth_bid += bid_qty[k] * use
-        depth_ask += ask_qty[k] * use
+    # Scalar loads: the result was stored a moment ago by a wide copy, and a
+    # vectorised sum's loads straddle that copy's stores, which stalls them.
+    for k in range(L.TOP_LEVELS):
+        if k < depth_levels:
+            depth_bid += bid_qty[k]
+            depth_ask += ask_qty[k]
     total = depth_bid + depth_ask
     row.depth_bid = depth_bid
     row.depth_ask = depth_ask
