@@ -390,6 +390,7 @@ def _apply_one(s, sym, p, ana, out, bars, signals, out_position, out_mask):
                 _clear_bar(st, row, k)
     written = closes + 1
 
+    ofi_before = st.ofi
     vwap_changed = False
     if t >= st.vwap_end:
         vwap_changed = _advance_vwap(ana.vwap[s], st, p.vwap_bucket_ns, t)
@@ -423,7 +424,8 @@ def _apply_one(s, sym, p, ana, out, bars, signals, out_position, out_mask):
     _depth_metrics(r, row, p.depth_levels)
     if moved:  # the best bid and offer changed: so may everything derived from them
         _quote_metrics(r, row)
-    written += _signals(r, row, p, st, signals, out_position + written, out_mask)
+    if moved or st.ofi != ofi_before:  # else every signal's input is as it was
+        written += _signals(r, row, p, st, signals, out_position + written, out_mask)
 
     row.an_seq = r.seq
     row.an_exch_ts = r.exch_ts
