@@ -27,7 +27,7 @@ from shmengine.layout import BAR_RECORD, EVENT, RESULT, SIGNAL_RECORD  # noqa: E
 from shmengine.market import new_market  # noqa: E402
 from shmengine.process import DEFAULT_BOOK_ORDERS  # noqa: E402
 
-from bench_book import run_kernel  # noqa: E402  (this folder)
+from bench_book import prefault, run_kernel  # noqa: E402  (this folder)
 
 RING = 1 << 13  # result ring slots, as the engine's default
 
@@ -37,6 +37,7 @@ def _fresh(n_symbols, n_venues):
     book = new_book(owned, n_venues, n_symbols,  # sized as a worker sizes it
                     max_orders=max(64 * n_symbols * n_venues, DEFAULT_BOOK_ORDERS))
     ana = analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
+    prefault(book, ana)
     return book, ana
 
 
