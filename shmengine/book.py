@@ -79,8 +79,9 @@ assert MAX_VENUES <= 8
 # an add lands next to the one before it and the orders a feed is about to
 # touch sit in few cache lines. Ids that do not spread that way (a stride of
 # the map's size, or venues that number their orders each from 1) pile up on
-# few homes; once some key lies more than _SEQUENTIAL_LIMIT slots past its home
-# the map rehashes itself in place, once, to Fibonacci hashing of the key.
+# few homes; once some key lies more than _SEQUENTIAL_LIMIT slots past its home,
+# even with the stale slots freed, the map rehashes itself in place, once, to
+# Fibonacci hashing of the key.
 ORDER = np.dtype([
     ("key", "<u8"),         # (order_id << 3) | venue; 0 marks an empty slot
     ("price", "<i8"),
@@ -540,7 +541,24 @@ def _insert_order(orders, order_info, venue_info, key, s, side, price, qty):
     if displacement > order_info[MAX_DISPLACEMENT]:
         order_info[MAX_DISPLACEMENT] = displacement
         if displacement > _SEQUENTIAL_LIMIT and not order_info[HASHED]:
-            _rehash(orders, order_info, venue_info)
+            _spread_out(orders, order_info, venue_info)
+
+
+@njit(cache=True, _nrt=False)
+def _spread_out(orders, order_info, venue_info):
+    """A key lies too far past its home: free the stale slots first (a cleared
+    book's orders may be what lengthens the cluster), and rehash only if some
+    key still lies more than _SEQUENTIAL_LIMIT past its home."""
+    if order_info[OCCUPIED] > order_info[LIVE]:
+        _sweep(orders, order_info, venue_info)
+        mask = orders.shape[0] - 1
+        furthest = 0
+        for j in range(orders.shape[0]):
+            if orders[j]["key"] != 0:
+                furthest = max(furthest, (j - _home(orders[j]["key"], order_info)) & mask)
+        order_info[MAX_DISPLACEMENT] = furthest
+    if order_info[MAX_DISPLACEMENT] > _SEQUENTIAL_LIMIT:
+        _rehash(orders, order_info, venue_info)
 
 
 @njit(cache=True, _nrt=False, inline="always")
