@@ -9,7 +9,8 @@ writing results into a result ring, as a worker without analytics does.
 writes it, as a worker with analytics does
 (bars 1s and 1m, VWAP, OFI, realized volatility, market quality, signals:
 the engine's defaults). Runs alternate between the two in one process, each
-from a fresh state, pinned to one CPU; figures are CPU time per event, medians
+from a fresh state sized as a worker's and with its pages touched (as a
+running worker's are), pinned to one CPU; figures are CPU time per event, medians
 over the runs, and the median of the ratios of neighbouring runs.
 """
 import argparse
