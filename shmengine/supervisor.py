@@ -76,6 +76,7 @@ class Supervisor:
         self.stop_requested = False
         self.started_ns = 0
         self.first_snapshot_s = None  # process start -> first published snapshot row
+        self.started = False  # every process reached RUN_RUNNING
 
     def _set_state(self, state):
         self.segs.info["run_state"] = state
@@ -132,7 +133,7 @@ class Supervisor:
             self._check_children(startup=not running)
             procs = self.segs.stats.procs
             if not running and all(int(s) == L.RUN_RUNNING for s in procs["state"]):
-                running = True
+                running = self.started = True
                 self._set_state(L.RUN_RUNNING)
             if self.first_snapshot_s is None and self.segs.snap.header["results"] > 0:
                 self.first_snapshot_s = process_age_s()
@@ -205,6 +206,7 @@ class Supervisor:
             "cpu_s": stats.cpu_seconds(),
             "link": stats.link_counters(),
             "first_snapshot_s": self.first_snapshot_s,
+            "started": self.started,
             "drops": int(feed["drops"]),
             "unknown_orders": int(workers["unknown_orders"].sum()),
             "bad_events": int(workers["bad_events"].sum()),
@@ -228,6 +230,9 @@ def format_summary(d):
     ]
     if d["first_snapshot_s"] is not None:
         lines.append(f"first snapshot published {d['first_snapshot_s']:.2f} s after start")
+    if not d.get("started", True):
+        lines.append("stopped while the processes were still starting (on a cold numba "
+                     "cache they compile their kernels first; later starts load them)")
     if d["drops"] or d["unknown_orders"] or d["bad_events"] or d["book_overflows"]:
         lines.append(f"dropped {d['drops']:,}, unknown orders {d['unknown_orders']:,}, "
                      f"bad events {d['bad_events']:,}, book overflows {d['book_overflows']:,}")

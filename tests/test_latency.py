@@ -8,6 +8,7 @@ from shmengine import layout as L
 from shmengine.aggregator import record_stages
 from shmengine.hist import COUNTS_LEN, to_hdr
 from shmengine.latency import LatencyReport
+from shmengine.supervisor import format_summary
 
 from conftest import cli, engine, segments_of, unique, wait_for
 
@@ -81,8 +82,11 @@ def test_summary_json_and_dead_engine_leftovers(tmp_path):
     cli("run", "--name", unique("lat"), "--symbols", 50, "--events", 200_000,
         "--summary-json", summary, check=True)
     res = cli("latency", "--from", summary, check=True)
-    samples = json.loads(summary.read_text())["latency_samples"]
+    d = json.loads(summary.read_text())
+    samples = d["latency_samples"]
     assert samples > 0 and f"{samples:,} results" in res.stdout
+    assert d["started"] is True and "still starting" not in format_summary(d)
+    assert "still starting" in format_summary({**d, "started": False})
 
     with engine("--symbols", 50, "--workers", 1, "--rate", 50_000) as proc:
         name = proc.name
