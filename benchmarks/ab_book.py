@@ -10,10 +10,11 @@ same stream: the revision's ``shmengine`` package is exported with ``git
 archive`` into a temporary directory as ``shmengine_base`` (the compiled C
 modules are taken from this tree). Each round runs each kernel once over the
 whole stream from an empty book, in batches of 1024 into a 2**16-slot result
-ring, as ``bench_book.py`` does. Printed: CPU ns per event of each (median
-and min over the rounds after a warm-up) and the median over rounds of the
-ratio this tree / base, the figure to quote. Both kernels must write the
-same number of results and count the same, or it stops.
+ring, as ``bench_book.py`` does, with the state's pages touched first.
+Printed: CPU ns per event of each (median and min over the rounds after a
+warm-up) and the median over rounds of the ratio this tree / base, the figure
+to quote. Both kernels must write the same number of results and count the
+same, or it stops.
 
 Streams: ``synthetic`` is bench_book.py's (2**21 events, 64 symbols, 4
 venues); ``itch`` is bench_itch.py's ITCH file parsed to events (6,000,000
@@ -43,6 +44,8 @@ sys.path.insert(0, HERE)
 
 from shmengine.layout import EVENT, RESULT  # noqa: E402
 
+from bench_book import prefault  # noqa: E402  (this folder)
+
 BATCH = 1024
 RING = 1 << 16
 
@@ -71,6 +74,7 @@ def runner(package, with_analytics, max_orders):
         ana = (analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
                if with_analytics else None)
         state = book.new_book(owned, n_venues, n_symbols, max_orders=max_orders)
+        prefault(state, ana or ())
         return state, ana, np.zeros(book.N_COUNTERS, np.int64)
 
     @njit(_nrt=False)
@@ -145,8 +149,8 @@ def main():
                         help="apply the built-in analytics too")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--max-orders", type=int, default=1 << 20,
-                        help="live orders the book holds (default 2**20; an engine's worker "
-                             "takes 64 per symbol and venue it owns)")
+                        help="live orders the book holds (default 2**20, as an engine's "
+                             "worker unless it owns over 4096 (symbol, venue) pairs)")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
                         help="CPU to pin to (default: the highest)")
     args = parser.parse_args()

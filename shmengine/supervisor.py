@@ -127,13 +127,12 @@ class Supervisor:
         """Run until stopped, the event limit or the duration."""
         cfg = self.cfg
         t_start = time.monotonic()
-        running = False
         draining_since = None
         while True:
-            self._check_children(startup=not running)
+            self._check_children(startup=not self.started)
             procs = self.segs.stats.procs
-            if not running and all(int(s) == L.RUN_RUNNING for s in procs["state"]):
-                running = self.started = True
+            if not self.started and all(int(s) == L.RUN_RUNNING for s in procs["state"]):
+                self.started = True
                 self._set_state(L.RUN_RUNNING)
             if self.first_snapshot_s is None and self.segs.snap.header["results"] > 0:
                 self.first_snapshot_s = process_age_s()
@@ -230,7 +229,7 @@ def format_summary(d):
     ]
     if d["first_snapshot_s"] is not None:
         lines.append(f"first snapshot published {d['first_snapshot_s']:.2f} s after start")
-    if not d.get("started", True):
+    if not d["started"]:
         lines.append("stopped while the processes were still starting (on a cold numba "
                      "cache they compile their kernels first; later starts load them)")
     if d["drops"] or d["unknown_orders"] or d["bad_events"] or d["book_overflows"]:
