@@ -9,12 +9,17 @@ both kernels run in one process pinned to one CPU, alternately, over the
 same stream: the revision's ``shmengine`` package is exported with ``git
 archive`` into a temporary directory as ``shmengine_base`` (the compiled C
 modules are taken from this tree). Each round runs each kernel once over the
-whole stream from an empty book, in batches of 1024 into a 2**16-slot result
+stream from a fresh book, in batches of 1024 into a 2**16-slot result
 ring, as ``bench_book.py`` does, with the state's pages touched first.
 Printed: CPU ns per event of each (median and min over the rounds after a
 warm-up) and the median over rounds of the ratio this tree / base, the figure
 to quote. Both kernels must write the same number of results and count the
 same, or it stops.
+
+With ``--warm W`` (the default 2**21) each run first feeds the fresh book
+the W events before the stream, untimed, so that the timed events meet
+books, order map and caches as a running worker's do (full ladders, ids
+spread over the map), not a book filling up from empty.
 
 Streams: ``synthetic`` is bench_book.py's (2**21 events, 64 symbols, 4
 venues); ``itch`` is bench_itch.py's ITCH file parsed to events (6,000,000
@@ -87,23 +92,25 @@ def runner(package, with_analytics, max_orders):
                                results, written, mask, 0, counters, ana, bars, signals)
         return written
 
-    def run_all(events, results):
-        state, ana, counters = fresh(*events[1:])
+    def run_all(stream, results, warm):
+        events = stream[0]
+        state, ana, counters = fresh(*stream[1:])
         bars, signals = ((results.view(layout.BAR_RECORD), results.view(layout.SIGNAL_RECORD))
                          if with_analytics else (None, None))
+        run_kernel(events[:warm], warm, state, ana, results, bars, signals, counters)
+        timed = events[warm:]
         cpu = time.thread_time()
-        written = run_kernel(events[0], len(events[0]), state, ana, results, bars, signals,
-                             counters)
+        written = run_kernel(timed, len(timed), state, ana, results, bars, signals, counters)
         return time.thread_time() - cpu, (written, counters.tolist())
     return run_all
 
 
-def synthetic_stream():
+def synthetic_stream(warm):
     import bench_book
-    return bench_book.make_stream(1 << 21, 64, 4), 64, 4
+    return bench_book.make_stream(warm + (1 << 21), 64, 4), 64, 4
 
 
-def itch_stream():
+def itch_stream(warm):
     from shmengine import itch
     from shmengine.itch_writer import MARKET_DATE_NS, synthetic_itch
     path = "/tmp/shmengine_itch_6000000_500_1.itch"  # bench_itch.py's default file
@@ -119,24 +126,25 @@ def itch_stream():
     return events[:k], int(n_names[0]), 1
 
 
-def market_stream():
+def market_stream(warm):
     from shmengine.market import new_market
-    return new_market(1000, 4, seed=1).generate(1 << 21), 1000, 4
+    return new_market(1000, 4, seed=1).generate(warm + (1 << 21)), 1000, 4
 
 
-def compare(name, stream, kits, rounds):
-    events = stream[0]
+def compare(name, stream, kits, rounds, warm):
+    warm = min(warm, len(stream[0]) // 2)  # the ITCH file is not made longer
+    timed = len(stream[0]) - warm
     times = {label: [] for label in kits}
     for r in range(rounds + 1):
         outcome = {}
         for label, run_all in kits.items():
-            cpu, outcome[label] = run_all(stream, np.zeros(RING, RESULT))
+            cpu, outcome[label] = run_all(stream, np.zeros(RING, RESULT), warm)
             if r:
-                times[label].append(cpu / len(events) * 1e9)
+                times[label].append(cpu / timed * 1e9)
         if len(set(map(str, outcome.values()))) != 1:
             sys.exit(f"{name}: the kernels disagree: {outcome}")
     tree, base = np.array(times["tree"]), np.array(times["base"])
-    print(f"{name:<10} {len(events):>10,} {np.median(base):8.1f} {base.min():8.1f} "
+    print(f"{name:<10} {timed:>10,} {np.median(base):8.1f} {base.min():8.1f} "
           f"{np.median(tree):8.1f} {tree.min():8.1f} {np.median(tree / base):8.3f}")
 
 
@@ -148,6 +156,9 @@ def main():
     parser.add_argument("--analytics", action="store_true",
                         help="apply the built-in analytics too")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--warm", type=int, default=1 << 21,
+                        help="events fed to each fresh book untimed before the timed ones "
+                             "(default 2**21; 0 times a book filling up from empty)")
     parser.add_argument("--max-orders", type=int, default=1 << 20,
                         help="live orders the book holds (default 2**20, as an engine's "
                              "worker unless it owns over 4096 (symbol, venue) pairs)")
@@ -167,7 +178,7 @@ def main():
         print(f"{'stream':<10} {'events':>10} {'base med':>8} {'min':>8} {'tree med':>8} "
               f"{'min':>8} {'tree/base':>8}")
         for name in chosen:
-            compare(name, streams[name](), kits, args.rounds)
+            compare(name, streams[name](args.warm), kits, args.rounds, args.warm)
 
 
 if __name__ == "__main__":

@@ -233,6 +233,7 @@ def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, 
         if i + _PREFETCH_AHEAD < n:
             ahead = events[(ev_position + i + _PREFETCH_AHEAD) & ev_mask]
             _prefetch_order(ahead, orders, order_info)
+            _prefetch_ladder(ahead, local_index, levels, n_levels)
             if ana is not None:
                 analytics.prefetch_symbol(np.int64(ahead["symbol"]), ana)
         ev = events[(ev_position + i) & ev_mask]
@@ -669,6 +670,22 @@ def _prefetch_order(ev, orders, order_info):
     prefetch(orders, _home(_order_key(ev["order_id"], venue), order_info))
     if etype == EV_REPLACE:
         prefetch(orders, _home(_order_key(ev["new_order_id"], venue), order_info))
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _prefetch_ladder(ev, local_index, levels, n_levels):
+    """Start loading the best level of the ladder an upcoming event changes."""
+    symbol = np.int64(ev["symbol"])
+    venue = np.int64(ev["venue"])
+    if symbol >= local_index.shape[0] or venue >= n_levels.shape[1]:
+        return
+    s = local_index[symbol]
+    if s < 0:
+        return
+    side = np.int64(ev["side"]) & 1
+    n = n_levels[s, venue, side]
+    if n > 0:
+        prefetch(levels[s, venue, side, n - 1], 0)
 
 
 # ---------------------------------------------------------------------------
