@@ -3,7 +3,9 @@
     python benchmarks/bench_analytics.py [--events N] [--symbols S] [--venues V] [--runs R]
 
 The synthetic market's events (the engine's default source) are laid in an
-event ring. "books" runs the book kernel over them in batches of 1024,
+event ring. Each run first feeds its fresh state the --warm events before
+them, untimed, so that the timed events meet full books, as a running
+worker's do. "books" runs the book kernel over them in batches of 1024,
 writing results into a result ring, as a worker without analytics does.
 "analytics" runs the same kernel applying the analytics to each result as it
 writes it, as a worker with analytics does
@@ -42,16 +44,26 @@ def _fresh(n_symbols, n_venues):
     return book, ana
 
 
-def run_once(kind, ring, n_events, n_symbols, n_venues):
+def _ring(events):
+    ring = np.zeros(1 << max(len(events) - 1, 0).bit_length(), EVENT)
+    ring[:len(events)] = events
+    return ring
+
+
+def run_once(kind, warm, ring, n_events, n_symbols, n_venues):
+    """(CPU seconds, records) of ``kind`` over the ring's first n_events, after
+    the warm-up events (a ring, or None) went through the fresh state untimed."""
     book, ana = _fresh(n_symbols, n_venues)
     out = np.zeros(RING, RESULT)
     counters = np.zeros(N_COUNTERS, np.int64)
-    t = time.thread_time()
     if kind == "books":
-        written = run_kernel(ring, n_events, book, out, counters, None, None, None)
+        args = (book, out, counters, None, None, None)
     else:
-        written = run_kernel(ring, n_events, book, out, counters, ana,
-                             out.view(BAR_RECORD), out.view(SIGNAL_RECORD))
+        args = (book, out, counters, ana, out.view(BAR_RECORD), out.view(SIGNAL_RECORD))
+    if warm is not None:
+        run_kernel(warm[0], warm[1], *args)
+    t = time.thread_time()
+    written = run_kernel(ring, n_events, *args)
     return time.thread_time() - t, written
 
 
@@ -61,23 +73,28 @@ def main():
     parser.add_argument("--symbols", type=int, default=1000)
     parser.add_argument("--venues", type=int, default=4)
     parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--warm", type=int, default=1 << 21,
+                        help="events fed to each fresh state untimed before the timed ones, "
+                             "so that they meet full books as a running worker's do (default "
+                             "2**21; 0 times books filling up from empty)")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
                         help="CPU to pin to (default: the highest)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.cpu})
-    size = 1 << (args.events - 1).bit_length()
-    ring = np.zeros(size, EVENT)
-    ring[:args.events] = new_market(args.symbols, args.venues, seed=1).generate(args.events)
-    for kind in ("books", "analytics"):  # compile or load, warm up
-        run_once(kind, ring, min(args.events, 1 << 16), args.symbols, args.venues)
+    market = new_market(args.symbols, args.venues, seed=1)
+    warm = (_ring(market.generate(args.warm)), args.warm) if args.warm else None
+    ring = _ring(market.generate(args.events))
+    for kind in ("books", "analytics"):  # compile or load
+        run_once(kind, None, ring, min(args.events, 1 << 16), args.symbols, args.venues)
     times = {"books": [], "analytics": []}
     records = {}
     for _ in range(args.runs):
         for kind in times:
-            cpu, records[kind] = run_once(kind, ring, args.events, args.symbols, args.venues)
+            cpu, records[kind] = run_once(kind, warm, ring, args.events, args.symbols,
+                                          args.venues)
             times[kind].append(cpu)
-    print(f"{args.events:,} synthetic events, {args.symbols} symbols x {args.venues} venues, "
-          f"median of {args.runs} interleaved runs (CPU time)")
+    print(f"{args.events:,} synthetic events after {args.warm:,} untimed, {args.symbols} "
+          f"symbols x {args.venues} venues, median of {args.runs} interleaved runs (CPU time)")
     print(f"{'':>10} {'ns/event':>9} {'M events/s':>11} {'records':>11}")
     med = {k: float(np.median(v)) for k, v in times.items()}
     for kind in times:

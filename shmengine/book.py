@@ -82,6 +82,12 @@ assert MAX_VENUES <= 8
 # few homes; once some key lies more than _SEQUENTIAL_LIMIT slots past its home,
 # even with the stale slots freed, the map rehashes itself in place, once, to
 # Fibonacci hashing of the key.
+#
+# Deleting shifts back the keys after the hole that may fill it, which only a
+# key lying past its home can. Keyed by id, few do, but the cluster after a
+# recent order is long (the orders after it are mostly live): `displaced`
+# counts, per block of 64 slots, the keys lying past their home, and a delete
+# with none in reach of the hole only empties its slot.
 ORDER = np.dtype([
     ("key", "<u8"),         # (order_id << 3) | venue; 0 marks an empty slot
     ("price", "<i8"),
@@ -104,6 +110,7 @@ HASHED = 5            # 0: homes by order id; 1: by Fibonacci hashing
 N_ORDER_INFO = 6
 
 _SEQUENTIAL_LIMIT = 32  # a displacement past this turns hashing on
+_BLOCK_SHIFT = 6        # displaced keys are counted per 2**_BLOCK_SHIFT slots
 
 # venue_info words
 GENERATION = 0
@@ -122,6 +129,7 @@ BookState = collections.namedtuple("BookState", [
     "symbols",        # int64[n_local]: local index -> global symbol id
     "orders",         # ORDER[2**k]: open addressing, linear probing, backward-shift delete
     "order_info",     # int64[N_ORDER_INFO]: LIVE, OCCUPIED, ..., HASHED
+    "displaced",      # uint8[max(1, len(orders) >> _BLOCK_SHIFT)]: keys past their home
     "venue_info",     # int64[n_local, n_venues, 2]: GENERATION, VENUE_ORDERS
     # Price ladders, best level LAST so that changes near the top shift few
     # levels. A level's key is its price on the bid side and minus its price
@@ -187,6 +195,7 @@ def new_book(symbols, n_venues, n_symbols_total, max_levels=64, max_orders=1 << 
         symbols=symbols,
         orders=np.zeros(capacity, ORDER),
         order_info=order_info,
+        displaced=np.zeros(max(1, capacity >> _BLOCK_SHIFT), np.uint8),
         venue_info=np.zeros((n_local, n_venues, 2), np.int64),
         levels=np.zeros((n_local, n_venues, 2, max_levels, 3), np.int64),
         n_levels=np.zeros((n_local, n_venues, 2), np.int64),
@@ -220,6 +229,7 @@ def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, 
     local_index = book.local_index
     orders = book.orders
     order_info = book.order_info
+    displaced = book.displaced
     venue_info = book.venue_info
     levels = book.levels
     n_levels = book.n_levels
@@ -257,16 +267,16 @@ def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, 
         side = 0
         n_deltas = 0
         if etype == EV_ADD:
-            side, n_deltas = _add(ev, s, venue, orders, order_info, venue_info, deltas,
+            side, n_deltas = _add(ev, s, venue, orders, order_info, displaced, venue_info, deltas,
                                   counters)
         elif etype == EV_EXECUTE or etype == EV_EXECUTE_PRICE:
-            side, n_deltas, printed = _execute(ev, s, venue, orders, order_info, venue_info,
+            side, n_deltas, printed = _execute(ev, s, venue, orders, order_info, displaced, venue_info,
                                                deltas, quotes, last_trade_ts, counters)
         elif etype == EV_CANCEL or etype == EV_DELETE:
-            side, n_deltas = _cancel(ev, s, venue, orders, order_info, venue_info, deltas,
+            side, n_deltas = _cancel(ev, s, venue, orders, order_info, displaced, venue_info, deltas,
                                      counters)
         elif etype == EV_REPLACE:
-            side, n_deltas = _replace(ev, s, venue, orders, order_info, venue_info, deltas,
+            side, n_deltas = _replace(ev, s, venue, orders, order_info, displaced, venue_info, deltas,
                                       counters)
         elif etype == EV_TRADE:
             side = np.int64(ev["side"]) & 1
@@ -306,7 +316,7 @@ def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, 
 # Each returns the order's side and how many deltas it left in `deltas`.
 
 @njit(cache=True, _nrt=False, inline="always")
-def _add(ev, s, venue, orders, order_info, venue_info, deltas, counters):
+def _add(ev, s, venue, orders, order_info, displaced, venue_info, deltas, counters):
     order_id = ev["order_id"]
     side = np.int64(ev["side"])
     price = ev["price"]
@@ -321,13 +331,13 @@ def _add(ev, s, venue, orders, order_info, venue_info, deltas, counters):
     if order_info[LIVE] >= order_info[MAX_ORDERS]:
         counters[BOOK_OVERFLOWS] += 1
         return side, 0
-    _insert_order(orders, order_info, venue_info, key, s, side, price, qty)
+    _insert_order(orders, order_info, displaced, venue_info, key, s, side, price, qty)
     _set_delta(deltas, 0, _level_key(price, side), qty, 1)
     return side, 1
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _execute(ev, s, venue, orders, order_info, venue_info, deltas, quotes, last_trade_ts,
+def _execute(ev, s, venue, orders, order_info, displaced, venue_info, deltas, quotes, last_trade_ts,
              counters):
     at_order_price = ev["type"] == EV_EXECUTE
     printable = at_order_price or (ev["flags"] & FLAG_NON_PRINTABLE) == 0
@@ -343,14 +353,14 @@ def _execute(ev, s, venue, orders, order_info, venue_info, deltas, quotes, last_
         return 0, 0, False
     price = orders[j]["price"] if at_order_price else ev["price"]
     done = min(qty, np.int64(orders[j]["qty"]))
-    side = _reduce_order(orders, order_info, venue_info, j, done, deltas)
+    side = _reduce_order(orders, order_info, displaced, venue_info, j, done, deltas)
     if printable:
         _print_trade(quotes, last_trade_ts, s, price, done, ev["exch_ts"])
     return side, 1, printable
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _cancel(ev, s, venue, orders, order_info, venue_info, deltas, counters):
+def _cancel(ev, s, venue, orders, order_info, displaced, venue_info, deltas, counters):
     """EV_CANCEL takes qty off the order, EV_DELETE all of it."""
     delete = ev["type"] == EV_DELETE
     order_id = ev["order_id"]
@@ -363,13 +373,13 @@ def _cancel(ev, s, venue, orders, order_info, venue_info, deltas, counters):
         counters[UNKNOWN_ORDERS] += 1
         return 0, 0
     left = np.int64(orders[j]["qty"])
-    side = _reduce_order(orders, order_info, venue_info, j, left if delete else min(qty, left),
+    side = _reduce_order(orders, order_info, displaced, venue_info, j, left if delete else min(qty, left),
                          deltas)
     return side, 1
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _replace(ev, s, venue, orders, order_info, venue_info, deltas, counters):
+def _replace(ev, s, venue, orders, order_info, displaced, venue_info, deltas, counters):
     order_id = ev["order_id"]
     new_order_id = ev["new_order_id"]
     price = ev["price"]
@@ -390,8 +400,8 @@ def _replace(ev, s, venue, orders, order_info, venue_info, deltas, counters):
     side = np.int64(orders[j]["side"])
     old_price = orders[j]["price"]
     old_qty = np.int64(orders[j]["qty"])
-    _remove_order(orders, order_info, venue_info, j)
-    _insert_order(orders, order_info, venue_info, new_key, s, side, price, qty)
+    _remove_order(orders, order_info, displaced, venue_info, j)
+    _insert_order(orders, order_info, displaced, venue_info, new_key, s, side, price, qty)
     if price == old_price and qty == old_qty:
         return side, 0  # the levels end as they began
     _set_delta(deltas, 0, _level_key(old_price, side), -old_qty, -1)
@@ -439,7 +449,7 @@ def _print_trade(quotes, last_trade_ts, s, price, qty, exch_ts):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _reduce_order(orders, order_info, venue_info, j, qty, deltas):
+def _reduce_order(orders, order_info, displaced, venue_info, j, qty, deltas):
     """Take qty (at most what is left) off the order in slot j, removing it at zero.
 
     Leaves the level delta in deltas[0]; returns the order's side.
@@ -449,7 +459,7 @@ def _reduce_order(orders, order_info, venue_info, j, qty, deltas):
     key = _level_key(o["price"], side)
     left = np.int64(o["qty"]) - qty
     if left == 0:
-        _remove_order(orders, order_info, venue_info, j)
+        _remove_order(orders, order_info, displaced, venue_info, j)
         _set_delta(deltas, 0, key, -qty, -1)
     else:
         o["qty"] = left
@@ -522,36 +532,39 @@ def _find_symbol_order(orders, order_info, venue_info, key, s):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _insert_order(orders, order_info, venue_info, key, s, side, price, qty):
+def _insert_order(orders, order_info, displaced, venue_info, key, s, side, price, qty):
     """Insert a key that is not live (a stale slot of the same key is reused)."""
     capacity = orders.shape[0]
     if order_info[OCCUPIED] >= capacity - capacity // 4:
-        _sweep(orders, order_info, venue_info)
+        _sweep(orders, order_info, displaced, venue_info)
     mask = capacity - 1
     home = _home(key, order_info)
     j = home
     while orders[j]["key"] != 0 and orders[j]["key"] != key:
         j = (j + 1) & mask
-    if orders[j]["key"] == 0:
+    fresh = orders[j]["key"] == 0
+    if fresh:
         order_info[OCCUPIED] += 1
     venue = _key_venue(key)
     _put(orders[j], key, price, qty, venue_info[s, venue, GENERATION], s, side)
     order_info[LIVE] += 1
     venue_info[s, venue, VENUE_ORDERS] += 1
     displacement = (j - home) & mask
+    if fresh and displacement != 0:
+        displaced[j >> _BLOCK_SHIFT] += 1
     if displacement > order_info[MAX_DISPLACEMENT]:
         order_info[MAX_DISPLACEMENT] = displacement
         if displacement > _SEQUENTIAL_LIMIT and not order_info[HASHED]:
-            _spread_out(orders, order_info, venue_info)
+            _spread_out(orders, order_info, displaced, venue_info)
 
 
 @njit(cache=True, _nrt=False)
-def _spread_out(orders, order_info, venue_info):
+def _spread_out(orders, order_info, displaced, venue_info):
     """A key lies too far past its home: free the stale slots first (a cleared
     book's orders may be what lengthens the cluster), and rehash only if some
     key still lies more than _SEQUENTIAL_LIMIT past its home."""
     if order_info[OCCUPIED] > order_info[LIVE]:
-        _sweep(orders, order_info, venue_info)
+        _sweep(orders, order_info, displaced, venue_info)
         mask = orders.shape[0] - 1
         furthest = 0
         for j in range(orders.shape[0]):
@@ -559,7 +572,7 @@ def _spread_out(orders, order_info, venue_info):
                 furthest = max(furthest, (j - _home(orders[j]["key"], order_info)) & mask)
         order_info[MAX_DISPLACEMENT] = furthest
     if order_info[MAX_DISPLACEMENT] > _SEQUENTIAL_LIMIT:
-        _rehash(orders, order_info, venue_info)
+        _rehash(orders, order_info, displaced, venue_info)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -574,36 +587,56 @@ def _put(o, key, price, qty, generation, s, side):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _remove_order(orders, order_info, venue_info, j):
+def _remove_order(orders, order_info, displaced, venue_info, j):
     o = orders[j]
     order_info[LIVE] -= 1
     venue_info[o["symbol"], _key_venue(o["key"]), VENUE_ORDERS] -= 1
-    _free_slot(orders, order_info, j)
+    _free_slot(orders, order_info, displaced, j)
 
 
-@njit(cache=True, _nrt=False)
-def _free_slot(orders, order_info, j):
+@njit(cache=True, _nrt=False, inline="always")
+def _free_slot(orders, order_info, displaced, j):
     """Empty slot j, shifting back later keys of its cluster so probes stay unbroken.
 
     A key may fill the hole unless its home lies cyclically in (hole, k]: it
     must lie at least k - hole past its home. No key lies more than
-    MAX_DISPLACEMENT past its home, so the search ends that far past the hole.
+    MAX_DISPLACEMENT past its home, so the search ends that far past the hole,
+    and it is skipped when the blocks of the slots in reach count no key
+    lying past its home.
     """
+    mask = orders.shape[0] - 1
+    bound = order_info[MAX_DISPLACEMENT]
+    if j != _home(orders[j]["key"], order_info):
+        displaced[j >> _BLOCK_SHIFT] -= 1
+    if (bound > 1 << _BLOCK_SHIFT or displaced[((j + 1) & mask) >> _BLOCK_SHIFT] != 0
+            or displaced[((j + bound) & mask) >> _BLOCK_SHIFT] != 0):
+        j = _shift_back(orders, order_info, displaced, j)
+    orders[j]["key"] = 0
+    order_info[OCCUPIED] -= 1
+
+
+@njit(cache=True, _nrt=False)
+def _shift_back(orders, order_info, displaced, j):
+    """Move later keys of the cluster back into the hole at slot j, one by one;
+    returns the slot left empty."""
     mask = orders.shape[0] - 1
     bound = order_info[MAX_DISPLACEMENT]
     hole = j
     k = (j + 1) & mask
     while orders[k]["key"] != 0 and ((k - hole) & mask) <= bound:
-        if ((k - _home(orders[k]["key"], order_info)) & mask) >= ((k - hole) & mask):
+        past = (k - _home(orders[k]["key"], order_info)) & mask
+        if past >= ((k - hole) & mask):
             orders[hole] = orders[k]
+            displaced[k >> _BLOCK_SHIFT] -= 1
+            if past != ((k - hole) & mask):
+                displaced[hole >> _BLOCK_SHIFT] += 1
             hole = k
         k = (k + 1) & mask
-    orders[hole]["key"] = 0
-    order_info[OCCUPIED] -= 1
+    return hole
 
 
 @njit(cache=True, _nrt=False)
-def _rehash(orders, order_info, venue_info):
+def _rehash(orders, order_info, displaced, venue_info):
     """Turn Fibonacci hashing on, moving every live key in place; stale slots are freed.
 
     Slots still to move are marked. Each is taken out and its key carried to
@@ -646,16 +679,20 @@ def _rehash(orders, order_info, venue_info):
             if generation != venue_info[s, _key_venue(key), GENERATION]:
                 order_info[OCCUPIED] -= 1  # stale: dropped
                 break
+    displaced[:] = 0
+    for j in range(orders.shape[0]):
+        if orders[j]["key"] != 0 and j != _home(orders[j]["key"], order_info):
+            displaced[j >> _BLOCK_SHIFT] += 1
 
 
 @njit(cache=True, _nrt=False)
-def _sweep(orders, order_info, venue_info):
+def _sweep(orders, order_info, displaced, venue_info):
     """Free every stale slot."""
     j = 0
     while j < orders.shape[0]:
         # a freed slot may receive a later key: look at it again
         if orders[j]["key"] != 0 and not _live(orders, venue_info, j):
-            _free_slot(orders, order_info, j)
+            _free_slot(orders, order_info, displaced, j)
         else:
             j += 1
 

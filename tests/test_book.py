@@ -388,6 +388,22 @@ def test_stale_orders_of_a_cleared_book_do_not_turn_hashing_on():
     assert pair.book.order_info[B.OCCUPIED] == pair.book.order_info[B.LIVE] == 10
 
 
+def test_a_delete_shifts_back_a_key_from_the_next_block():
+    """The hole's block counts no key past its home but the next one, still in
+    reach, does: its key moves back into the hole."""
+    pair = Pair([0], n_venues=1, max_orders=64)  # 128 slots, two blocks of 64
+    seq = 0
+    for order_id in (*range(60, 67), 60 + 128):  # the last comes home to 60, lands in 67
+        seq += 1
+        pair.step(add(0, 0, order_id, order_id % 2, MID + TICK * (order_id % 5), 5, seq=seq))
+    assert int(pair.book.orders[67]["key"]) >> 3 == 188
+    assert pair.book.displaced.tolist() == [0, 1]
+    pair.step(event(EV_DELETE, 0, 0, 61, seq=seq + 1))
+    check_order_map(pair.book, set(pair.naive.orders))
+    assert int(pair.book.orders[61]["key"]) >> 3 == 188
+    assert pair.book.displaced.tolist() == [1, 0]
+
+
 def expected_home(book, key):
     """The home slot of a key, as the map's docs define it."""
     size = len(book.orders)
@@ -417,6 +433,12 @@ def check_order_map(book, live):
             held += 1
     assert held == len(live) == book.order_info[B.LIVE]
     assert occupied == book.order_info[B.OCCUPIED]
+    # keys lying past their home, counted per block of slots
+    past = np.zeros_like(book.displaced)
+    for j, o in enumerate(orders):
+        if o["key"] and j != expected_home(book, int(o["key"])):
+            past[j >> B._BLOCK_SHIFT] += 1
+    assert past.tolist() == book.displaced.tolist()
 
 
 # ---------------------------------------------------------------------------
