@@ -270,14 +270,15 @@ def process(events, ev_position, n, ev_mask, book, out, out_position, out_mask, 
             side, n_deltas = _add(ev, s, venue, orders, order_info, displaced, venue_info, deltas,
                                   counters)
         elif etype == EV_EXECUTE or etype == EV_EXECUTE_PRICE:
-            side, n_deltas, printed = _execute(ev, s, venue, orders, order_info, displaced, venue_info,
-                                               deltas, quotes, last_trade_ts, counters)
+            side, n_deltas, printed = _execute(ev, s, venue, orders, order_info, displaced,
+                                               venue_info, deltas, quotes, last_trade_ts,
+                                               counters)
         elif etype == EV_CANCEL or etype == EV_DELETE:
-            side, n_deltas = _cancel(ev, s, venue, orders, order_info, displaced, venue_info, deltas,
-                                     counters)
+            side, n_deltas = _cancel(ev, s, venue, orders, order_info, displaced, venue_info,
+                                     deltas, counters)
         elif etype == EV_REPLACE:
-            side, n_deltas = _replace(ev, s, venue, orders, order_info, displaced, venue_info, deltas,
-                                      counters)
+            side, n_deltas = _replace(ev, s, venue, orders, order_info, displaced, venue_info,
+                                      deltas, counters)
         elif etype == EV_TRADE:
             side = np.int64(ev["side"]) & 1
             printed = _trade(ev, s, quotes, last_trade_ts, counters)
@@ -337,8 +338,8 @@ def _add(ev, s, venue, orders, order_info, displaced, venue_info, deltas, counte
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _execute(ev, s, venue, orders, order_info, displaced, venue_info, deltas, quotes, last_trade_ts,
-             counters):
+def _execute(ev, s, venue, orders, order_info, displaced, venue_info, deltas, quotes,
+             last_trade_ts, counters):
     at_order_price = ev["type"] == EV_EXECUTE
     printable = at_order_price or (ev["flags"] & FLAG_NON_PRINTABLE) == 0
     order_id = ev["order_id"]
@@ -373,8 +374,8 @@ def _cancel(ev, s, venue, orders, order_info, displaced, venue_info, deltas, cou
         counters[UNKNOWN_ORDERS] += 1
         return 0, 0
     left = np.int64(orders[j]["qty"])
-    side = _reduce_order(orders, order_info, displaced, venue_info, j, left if delete else min(qty, left),
-                         deltas)
+    side = _reduce_order(orders, order_info, displaced, venue_info, j,
+                         left if delete else min(qty, left), deltas)
     return side, 1
 
 
@@ -711,7 +712,9 @@ def _prefetch_order(ev, orders, order_info):
 
 @njit(cache=True, _nrt=False, inline="always")
 def _prefetch_ladder(ev, local_index, levels, n_levels):
-    """Start loading the best level of the ladder an upcoming event changes."""
+    """Start loading the best level of the ladder an upcoming event changes: of
+    the side it names (an ITCH execution, cancel or delete names none, and
+    then it is the bid's: a wasted prefetch, cheaper than one of each side)."""
     symbol = np.int64(ev["symbol"])
     venue = np.int64(ev["venue"])
     if symbol >= local_index.shape[0] or venue >= n_levels.shape[1]:

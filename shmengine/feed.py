@@ -79,7 +79,8 @@ def route(buf, start, n, partition, hdrs, hdrs32, slots, mask, tails, heads, pol
         if tails[w] - heads[w] >= capacity:
             if policy == L.POLICY_DROP:
                 ctl[C_DROPS] += 1
-                store_relaxed(hdrs[w], L.RING_DROPS_WORD, load_acquire(hdrs[w], L.RING_DROPS_WORD) + 1)
+                drops = load_acquire(hdrs[w], L.RING_DROPS_WORD)
+                store_relaxed(hdrs[w], L.RING_DROPS_WORD, drops + 1)
                 continue
             _wait_room(hdrs, hdrs32, tails, w, 1, capacity, procs, me, mode, spins, yields,
                        sleep_ns)

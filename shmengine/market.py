@@ -875,7 +875,8 @@ def new_market(n_symbols, n_venues, seed, **options):
             or not 1 <= n_venues <= layout.MAX_VENUES:
         raise ValueError(f"new_market: n_venues must be an integer in 1..{layout.MAX_VENUES}, "
                          f"got {n_venues!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 64:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+            or not 0 <= seed < 2 ** 64:
         raise ValueError(f"new_market: seed must be an integer in 0..2**64-1, got {seed!r}")
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
     if unknown:

@@ -300,7 +300,8 @@ def _source_step(segs, cfg, source, args):
                     time.sleep(0.0002)
                     continue
                 if state["exch0"] is None:
-                    state["exch0"], state["wall0"] = int(buf[0]["exch_ts"]), lib.shme_monotonic_ns()
+                    state["exch0"] = int(buf[0]["exch_ts"])
+                    state["wall0"] = lib.shme_monotonic_ns()
             start, n = state["start"], state["n"]
             k = due_now(buf[start:n], n - start, state["exch0"], state["wall0"], cfg.speed,
                         lib.shme_monotonic_ns())
