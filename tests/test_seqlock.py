@@ -111,3 +111,23 @@ def test_reader_never_sees_a_torn_row():
 
 def test_row_words_cover_the_row():
     assert ROW_WORDS * 8 == L.SNAPSHOT_ROW.itemsize
+
+
+def test_row_vwap_follows_the_tape():
+    """The row's VWAP is the tape's notional over its volume after every result,
+    also when a quote (tape unchanged) follows a print."""
+    rows = np.zeros(N_SYMBOLS, L.SNAPSHOT_ROW)
+    words = rows.view(np.uint64)
+    res = np.zeros(1, L.RESULT)
+    res["symbol"] = 2
+    tape = [(0, 0), (300, 300 * 1_000_000), (300, 300 * 1_000_000),
+            (500, 300 * 1_000_000 + 200 * 1_010_000)]
+    for k, (volume, notional) in enumerate(tape * 2, start=1):
+        res["seq"] = k
+        res["kind"] = L.RES_TRADE if k % 2 else L.RES_QUOTE
+        res["volume"] = volume
+        res["notional"] = notional
+        write_row(rows, words, res[0], k)
+        row = rows[2]
+        expected = notional / volume / L.PRICE_SCALE if volume else 0.0
+        assert row["vwap"] == expected and row["volume"] == volume and row["last_seq"] == k
