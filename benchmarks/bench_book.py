@@ -10,7 +10,9 @@ mostly pick orders near the touch, and a few trades do not show in the book.
 
 The kernel runs in batches of 1024, called from compiled code as a worker
 calls it, over the stream laid in an event ring, writing to a 2**16-slot
-result ring, pinned to one CPU. Each run starts from an empty book. Rates
+result ring, pinned to one CPU. Each run starts from an empty book fed the
+--warm events before the stream untimed, so that the timed events meet full
+books, as a running worker's are (--warm 0: a book filling up). Rates
 are events per second of the process's CPU time, median of the runs after a
 warm-up (CPU time, so that other load on the machine does not count); the
 wall-clock median is printed beside it.
@@ -175,13 +177,16 @@ def prefault(*states):
                 a.view(np.uint8).reshape(-1)[::4096] += 0
 
 
-def run(ring, n_events, n_symbols, n_venues, max_orders):
-    """(cpu seconds, wall seconds, results, book) for the stream on a fresh book."""
+def run(warm, ring, n_events, n_symbols, n_venues, max_orders):
+    """(cpu seconds, wall seconds, results, book) for the stream on a fresh book
+    that first took the events of the ring ``warm`` untimed (None: none)."""
     book = new_book(np.arange(n_symbols), n_venues, n_symbols, max_levels=64,
                     max_orders=max_orders)
     prefault(book)
     out = np.zeros(RING, RESULT)
     counters = np.zeros(N_COUNTERS, np.int64)
+    if warm is not None:
+        run_kernel(warm, len(warm), book, out, counters, None, None, None)
     cpu, wall = time.thread_time(), time.perf_counter()
     written = run_kernel(ring, n_events, book, out, counters, None, None, None)
     cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
@@ -196,6 +201,9 @@ def main():
     parser.add_argument("--symbols", type=int, default=64)
     parser.add_argument("--venues", type=int, default=4)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--warm", type=int, default=1 << 21,
+                        help="events fed to each fresh book untimed first (default 2**21, "
+                             "a power of two; 0 times a book filling up from empty)")
     parser.add_argument("--max-orders", type=int, default=1 << 20,
                         help="order map capacity of the book (default 2**20, as the engine)")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
@@ -203,24 +211,29 @@ def main():
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.cpu})
 
+    if args.warm & (args.warm - 1):
+        parser.error("--warm must be 0 or a power of two")
     size = 1
     while size < args.events:
         size *= 2
+    stream = make_stream(args.warm + args.events, args.symbols, args.venues)
+    warm = stream[:args.warm].copy() if args.warm else None
     ring = np.zeros(size, EVENT)
-    ring[:args.events] = make_stream(args.events, args.symbols, args.venues)
+    ring[:args.events] = stream[args.warm:]
     events = ring[:args.events]
-    _, _, written, book = run(ring, args.events, args.symbols, args.venues, args.max_orders)
+    _, _, written, book = run(warm, ring, args.events, args.symbols, args.venues,
+                              args.max_orders)
     levels = book.n_levels[book.n_levels > 0]
     types, counts = np.unique(events["type"], return_counts=True)
     mix = ", ".join(f"{EVENT_TYPE_NAMES[t]} {c / len(events):.0%}"
                     for t, c in zip(types, counts))
-    print(f"{args.events} events ({mix})")
+    print(f"{args.events} events after {args.warm} untimed ({mix})")
     print(f"{args.symbols} symbols, {args.venues} venues, max_orders {args.max_orders}; "
           f"results {written / args.events:.0%} of events; levels per side median "
           f"{np.median(levels):.0f}, max {levels.max()}; live orders {live_orders(book)}")
     cpu, wall = [], []
     for _ in range(args.runs):
-        c, w, _, _ = run(ring, args.events, args.symbols, args.venues, args.max_orders)
+        c, w, _, _ = run(warm, ring, args.events, args.symbols, args.venues, args.max_orders)
         cpu.append(args.events / c)
         wall.append(args.events / w)
     print(f"median {np.median(cpu) / 1e6:.1f} M events/s of CPU time over {args.runs} runs "
