@@ -19,7 +19,8 @@ same, or it stops.
 With ``--warm W`` (the default 2**21) each run first feeds the fresh book
 the W events before the stream, untimed, so that the timed events meet
 books, order map and caches as a running worker's do (full ladders, ids
-spread over the map), not a book filling up from empty.
+spread over the map), not a book filling up from empty. The ITCH stream is
+not made longer: at most its first half warms.
 
 Streams: ``synthetic`` is bench_book.py's (2**21 events, 64 symbols, 4
 venues); ``itch`` is bench_itch.py's ITCH file parsed to events (6,000,000

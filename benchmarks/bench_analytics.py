@@ -26,11 +26,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from shmengine import analytics  # noqa: E402
 from shmengine.book import N_COUNTERS, new_book  # noqa: E402
-from shmengine.layout import BAR_RECORD, EVENT, RESULT, SIGNAL_RECORD  # noqa: E402
+from shmengine.layout import BAR_RECORD, RESULT, SIGNAL_RECORD  # noqa: E402
 from shmengine.market import new_market  # noqa: E402
 from shmengine.process import DEFAULT_BOOK_ORDERS  # noqa: E402
 
-from bench_book import prefault, run_kernel  # noqa: E402  (this folder)
+from bench_book import event_ring, prefault, run_kernel  # noqa: E402  (this folder)
 
 RING = 1 << 13  # result ring slots, as the engine's default
 
@@ -42,12 +42,6 @@ def _fresh(n_symbols, n_venues):
     ana = analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
     prefault(book, ana)
     return book, ana
-
-
-def _ring(events):
-    ring = np.zeros(1 << max(len(events) - 1, 0).bit_length(), EVENT)
-    ring[:len(events)] = events
-    return ring
 
 
 def run_once(kind, warm, ring, n_events, n_symbols, n_venues):
@@ -82,8 +76,8 @@ def main():
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.cpu})
     market = new_market(args.symbols, args.venues, seed=1)
-    warm = (_ring(market.generate(args.warm)), args.warm) if args.warm else None
-    ring = _ring(market.generate(args.events))
+    warm = (event_ring(market.generate(args.warm)), args.warm) if args.warm else None
+    ring = event_ring(market.generate(args.events))
     for kind in ("books", "analytics"):  # compile or load
         run_once(kind, None, ring, min(args.events, 1 << 16), args.symbols, args.venues)
     times = {"books": [], "analytics": []}

@@ -145,6 +145,13 @@ def _fill_stream(events, n_symbols, n_venues, seed):
             count[s, v, side] = last
 
 
+def event_ring(events):
+    """The events laid at the start of a zeroed EVENT ring of a power-of-two size."""
+    ring = np.zeros(1 << max(len(events) - 1, 0).bit_length(), EVENT)
+    ring[:len(events)] = events
+    return ring
+
+
 def make_stream(n_events, n_symbols, n_venues, seed=1):
     events = np.zeros(n_events, EVENT)
     _fill_stream(events, n_symbols, n_venues, seed)
@@ -179,14 +186,14 @@ def prefault(*states):
 
 def run(warm, ring, n_events, n_symbols, n_venues, max_orders):
     """(cpu seconds, wall seconds, results, book) for the stream on a fresh book
-    that first took the events of the ring ``warm`` untimed (None: none)."""
+    that first took the ``(ring, count)`` events of ``warm`` untimed (None: none)."""
     book = new_book(np.arange(n_symbols), n_venues, n_symbols, max_levels=64,
                     max_orders=max_orders)
     prefault(book)
     out = np.zeros(RING, RESULT)
     counters = np.zeros(N_COUNTERS, np.int64)
     if warm is not None:
-        run_kernel(warm, len(warm), book, out, counters, None, None, None)
+        run_kernel(warm[0], warm[1], book, out, counters, None, None, None)
     cpu, wall = time.thread_time(), time.perf_counter()
     written = run_kernel(ring, n_events, book, out, counters, None, None, None)
     cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
@@ -202,8 +209,8 @@ def main():
     parser.add_argument("--venues", type=int, default=4)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--warm", type=int, default=1 << 21,
-                        help="events fed to each fresh book untimed first (default 2**21, "
-                             "a power of two; 0 times a book filling up from empty)")
+                        help="events fed to each fresh book untimed first (default 2**21; "
+                             "0 times a book filling up from empty)")
     parser.add_argument("--max-orders", type=int, default=1 << 20,
                         help="order map capacity of the book (default 2**20, as the engine)")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
@@ -211,15 +218,9 @@ def main():
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.cpu})
 
-    if args.warm & (args.warm - 1):
-        parser.error("--warm must be 0 or a power of two")
-    size = 1
-    while size < args.events:
-        size *= 2
     stream = make_stream(args.warm + args.events, args.symbols, args.venues)
-    warm = stream[:args.warm].copy() if args.warm else None
-    ring = np.zeros(size, EVENT)
-    ring[:args.events] = stream[args.warm:]
+    warm = (event_ring(stream[:args.warm]), args.warm) if args.warm else None
+    ring = event_ring(stream[args.warm:])
     events = ring[:args.events]
     _, _, written, book = run(warm, ring, args.events, args.symbols, args.venues,
                               args.max_orders)
