@@ -1,0 +1,201 @@
+"""Instructions, branch mispredictions and cache misses per event of the book kernel,
+this tree against a git revision, counted by callgrind.
+
+    python benchmarks/count_book.py [--against REV] [--stream synthetic|itch|market|all]
+                                    [--analytics] [--events N]
+
+Timings on this machine drift by up to 2x within minutes; counts do not.
+Each kernel runs under valgrind's callgrind (a simulated CPU: its branch
+predictor is simpler than a real one and its caches are the ones given, by
+default a 32 KB L1 and a 2 MB last level, as this machine's L2) over the
+same stream as ``ab_book.py``: a fresh book fed the --warm events, then N
+events, and only those N are counted (the call runs inside a C function
+that switches counting on and off). Printed per event: instructions,
+mispredicted branches (conditional and indirect), L1 data misses and
+last-level data misses (reads and writes), for both kernels, and tree / base.
+
+It needs valgrind (``apt-get install valgrind``). A kernel runs some 50x
+slower under it: one stream takes a few minutes. The revision is exported
+once into /tmp/shmengine_count/REV so that its compiled kernels are cached.
+Valgrind's simulated CPU has fewer features than this one (no AVX-512), and
+numba compiles for the CPU it sees, so every run, also the native one that
+fills the cache, compiles for the simulated CPU (NUMBA_CPU_NAME and
+NUMBA_CPU_FEATURES): the counted code is close to, not the same as, what
+runs natively.
+"""
+import argparse
+import functools
+import glob
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+import ab_book  # noqa: E402  (this folder)
+
+EXPORTS = "/tmp/shmengine_count"
+LOOP = '''# {package} sources: {digest}
+from numba import njit
+from {package}.book import process
+
+
+@njit(cache=True, _nrt=False)
+def run_kernel(events, n, state, ana, results, bars, signals, counters):
+    mask = results.shape[0] - 1
+    written = 0
+    for start in range(0, n, {batch}):
+        written += process(events, start, min({batch}, n - start), (1 << 62) - 1, state,
+                           results, written, mask, 0, counters, ana, bars, signals)
+    return written
+'''
+COUNTS = {  # what is printed -> callgrind's events that add up to it
+    "instructions": ("Ir",),
+    "mispredicts": ("Bcm", "Bim"),
+    "L1 misses": ("D1mr", "D1mw"),
+    "LL misses": ("DLmr", "DLmw"),
+}
+
+
+def child(args):
+    """Run one kernel over the stream (under callgrind, from the parent)."""
+    from shmengine.layout import BAR_RECORD, RESULT, SIGNAL_RECORD
+    sys.path.insert(0, args.child_path)
+    package = "shmengine_base" if args.child_label == "base" else "shmengine"
+    loop = __import__(f"{package}_loop")
+    book = __import__(f"{package}.book", fromlist=["book"])
+    analytics = __import__(f"{package}.analytics", fromlist=["analytics"])
+    events, n_symbols, n_venues = STREAMS[args.stream](args.warm)
+    owned = np.arange(n_symbols)
+    state = book.new_book(owned, n_venues, n_symbols, max_orders=1 << 20)
+    ana = (analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
+           if args.analytics else None)
+    counters = np.zeros(book.N_COUNTERS, np.int64)
+    results = np.zeros(ab_book.RING, RESULT)
+    bars, signals = ((results.view(BAR_RECORD), results.view(SIGNAL_RECORD))
+                     if args.analytics else (None, None))
+    warm = min(args.warm, len(events) // 2)
+    loop.run_kernel(events[:warm], warm, state, ana, results, bars, signals, counters)
+    timed = events[warm:warm + args.child_events]
+    # counted: what runs inside this C function (callgrind --toggle-collect)
+    functools.reduce(lambda _, __: loop.run_kernel(timed, len(timed), state, ana, results,
+                                                   bars, signals, counters), (0, 0))
+
+
+STREAMS = {"synthetic": ab_book.synthetic_stream, "itch": ab_book.itch_stream,
+           "market": ab_book.market_stream}
+
+
+def prepare(rev):
+    """A directory holding the revision as shmengine_base and both kernels' loops."""
+    path = os.path.join(EXPORTS, rev)
+    if not os.path.isdir(os.path.join(path, "shmengine_base")):
+        os.makedirs(EXPORTS, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=rev + ".", dir=EXPORTS)
+        saved = list(sys.path)
+        ab_book.export(rev, tmp)
+        sys.path[:] = saved
+        os.rename(tmp, path)
+    for package, folder in (("shmengine", os.path.join(ROOT, "shmengine")),
+                            ("shmengine_base", os.path.join(path, "shmengine_base"))):
+        # numba's cache of the loop holds the kernel it calls, and only the loop's own
+        # file keys it: the loop names a digest of the package's sources
+        digest = hashlib.sha256()
+        for name in sorted(glob.glob(os.path.join(folder, "*.py"))):
+            digest.update(open(name, "rb").read())
+        source = LOOP.format(package=package, batch=ab_book.BATCH, digest=digest.hexdigest())
+        file = os.path.join(path, f"{package}_loop.py")
+        if not os.path.exists(file) or open(file).read() != source:
+            with open(file, "w") as f:  # rewritten only when changed: it keys the cache
+                f.write(source)
+    return path
+
+
+def simulated_cpu():
+    """numba's settings for the CPU that valgrind simulates."""
+    probe = ("import llvmlite.binding as ll; "
+             "print(ll.get_host_cpu_name()); print(ll.get_host_cpu_features().flatten())")
+    done = subprocess.run(["valgrind", "-q", sys.executable, "-c", probe],
+                          capture_output=True, text=True, check=True)
+    name, features = done.stdout.split()
+    return {"NUMBA_CPU_NAME": name, "NUMBA_CPU_FEATURES": features}
+
+
+def count(args, path, label):
+    """Per event counts of one kernel over the stream."""
+    command = [sys.executable, os.path.abspath(__file__), "--stream", args.stream_one,
+               "--warm", str(args.warm), "--child-label", label, "--child-path", path,
+               "--child-events", str(args.events)] + (["--analytics"] if args.analytics else [])
+    env = dict(os.environ, **args.cpu_env)
+    native = subprocess.run(command[:-1] + ["16"], capture_output=True, text=True, env=env)
+    if native.returncode:  # (that run compiled the kernel and the stream's generator)
+        sys.exit(f"the {label} kernel failed:\n{native.stderr[-3000:]}")
+    with tempfile.NamedTemporaryFile(prefix="shmengine_callgrind_") as out:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--collect-atstart=no",
+             "--toggle-collect=functools_reduce", "--branch-sim=yes", "--cache-sim=yes",
+             f"--D1={args.l1}", f"--LL={args.ll}", f"--callgrind-out-file={out.name}"]
+            + command, capture_output=True, text=True, env=env)
+        if done.returncode:
+            sys.exit(f"the {label} kernel failed under callgrind:\n{done.stderr[-3000:]}")
+        text = open(out.name).read()
+    names = re.search(r"^events:(.*)$", text, re.M).group(1).split()
+    totals = [int(v) for v in re.search(r"^totals:(.*)$", text, re.M).group(1).split()]
+    found = dict(zip(names, totals))
+    return {k: sum(found.get(e, 0) for e in events) / args.events
+            for k, events in COUNTS.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", default="HEAD", help="git revision (default HEAD)")
+    parser.add_argument("--stream", choices=("synthetic", "itch", "market", "all"),
+                        default="synthetic")
+    parser.add_argument("--analytics", action="store_true",
+                        help="apply the built-in analytics too")
+    parser.add_argument("--events", type=int, default=1 << 18,
+                        help="events counted (default 2**18)")
+    parser.add_argument("--warm", type=int, default=1 << 20,
+                        help="events fed to each fresh book first (default 2**20)")
+    parser.add_argument("--l1", default="32768,8,64", help="simulated L1 data cache "
+                        "(size,associativity,line; default 32768,8,64)")
+    parser.add_argument("--ll", default="2097152,16,64", help="simulated last-level cache "
+                        "(default 2097152,16,64: this machine's L2)")
+    parser.add_argument("--child-label", help=argparse.SUPPRESS)
+    parser.add_argument("--child-path", help=argparse.SUPPRESS)
+    parser.add_argument("--child-events", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_label:
+        child(args)
+        return
+    if subprocess.run(["which", "valgrind"], capture_output=True).returncode:
+        sys.exit("count_book.py needs valgrind: apt-get install valgrind")
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.against],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    path = prepare(rev)
+    args.cpu_env = simulated_cpu()
+    chosen = list(STREAMS) if args.stream == "all" else [args.stream]
+    what = "books and analytics" if args.analytics else "books"
+    print(f"this tree against {args.against} ({rev}), {what}, per event over "
+          f"{args.events:,} events after {args.warm:,}; callgrind, L1 {args.l1}, LL {args.ll}, "
+          f"compiled for {args.cpu_env['NUMBA_CPU_NAME']}")
+    print(f"{'stream':<10} {'count':<13} {'base':>9} {'tree':>9} {'tree/base':>9}")
+    for name in chosen:
+        args.stream_one = name
+        per_event = {label: count(args, path, label) for label in ("base", "tree")}
+        for k in COUNTS:
+            base, tree = per_event["base"][k], per_event["tree"][k]
+            ratio = f"{tree / base:9.3f}" if base else f"{'-':>9}"
+            print(f"{name:<10} {k:<13} {base:9.2f} {tree:9.2f} {ratio}")
+
+
+if __name__ == "__main__":
+    main()
