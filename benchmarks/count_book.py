@@ -131,11 +131,12 @@ def simulated_cpu():
 
 def count(args, path, label):
     """Per event counts of one kernel over the stream."""
-    command = [sys.executable, os.path.abspath(__file__), "--stream", args.stream_one,
-               "--warm", str(args.warm), "--child-label", label, "--child-path", path,
-               "--child-events", str(args.events)] + (["--analytics"] if args.analytics else [])
+    def command(n):
+        return ([sys.executable, os.path.abspath(__file__), "--stream", args.stream_one,
+                 "--warm", str(args.warm), "--child-label", label, "--child-path", path,
+                 "--child-events", str(n)] + (["--analytics"] if args.analytics else []))
     env = dict(os.environ, **args.cpu_env)
-    native = subprocess.run(command[:-1] + ["16"], capture_output=True, text=True, env=env)
+    native = subprocess.run(command(16), capture_output=True, text=True, env=env)
     if native.returncode:  # (that run compiled the kernel and the stream's generator)
         sys.exit(f"the {label} kernel failed:\n{native.stderr[-3000:]}")
     with tempfile.NamedTemporaryFile(prefix="shmengine_callgrind_") as out:
@@ -143,7 +144,7 @@ def count(args, path, label):
             ["valgrind", "--tool=callgrind", "--collect-atstart=no",
              "--toggle-collect=functools_reduce", "--branch-sim=yes", "--cache-sim=yes",
              f"--D1={args.l1}", f"--LL={args.ll}", f"--callgrind-out-file={out.name}"]
-            + command, capture_output=True, text=True, env=env)
+            + command(args.events), capture_output=True, text=True, env=env)
         if done.returncode:
             sys.exit(f"the {label} kernel failed under callgrind:\n{done.stderr[-3000:]}")
         text = open(out.name).read()

@@ -196,8 +196,9 @@ def format_row(row, name, n_venues, analytics=None):
         "  depth:",
     ]
     for k in range(L.TOP_LEVELS):
-        lines.append(f"    {int(row['level_bid_qty'][k]):>10,} {fmt_price(row['level_bid_px'][k]):>12}"
-                     f" | {fmt_price(row['level_ask_px'][k]):<12} {int(row['level_ask_qty'][k]):,}")
+        bid_qty, bid_px = int(row['level_bid_qty'][k]), fmt_price(row['level_bid_px'][k])
+        ask_qty, ask_px = int(row['level_ask_qty'][k]), fmt_price(row['level_ask_px'][k])
+        lines.append(f"    {bid_qty:>10,} {bid_px:>12} | {ask_px:<12} {ask_qty:,}")
     lines.append("  venues:")
     for v in range(n_venues):
         lines.append(f"    v{v}: {fmt_price(row['venue_bid_px'][v])} x "
@@ -381,7 +382,8 @@ def parser():
     for add in (add_run, add_replay, add_status, add_snapshot, add_stop, add_list, add_cleanup):
         add(sub)
     from . import doctor, inspector, journal_cli, latency, top
-    for tool in (top, latency, inspector, doctor, journal_cli):  # subcommands whose code has a module of its own
+    # subcommands whose code has a module of its own
+    for tool in (top, latency, inspector, doctor, journal_cli):
         tool.add_parser(sub)
     return p
 

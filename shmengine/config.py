@@ -42,12 +42,14 @@ class Config:
     seed: int = 1
     save_snapshot: str = ""        # .npy or .parquet file for the final snapshot table
     summary_json: str = ""         # write the final figures (and latency histogram) here
-    linger: bool = False           # after the stream ends, keep serving the final state until stopped
-    source: str = "synthetic"      # synthetic | itch:FILE | journal:DIR | udp://GROUP:PORT (sources.py)
-    speed: float = 0.0             # replay a file or journal on its own clock this much faster; 0: flat out
-    itch_date: str = ""            # itch source: the trading day (YYYY-MM-DD); "" : times from midnight
-    itch_directory: str = "start"  # itch source: symbols named before the first order, or "whole" file
-    take: str = ""                 # udp source: only these symbols ("K/N" hash partition, or names)
+    linger: bool = False           # after the stream ends, serve the final state until stopped
+    # synthetic | itch:FILE | journal:DIR | udp://GROUP:PORT (sources.py)
+    source: str = "synthetic"
+    speed: float = 0.0             # replay at this many times the source's clock; 0: flat out
+    itch_date: str = ""            # itch source: the trading day (YYYY-MM-DD); "": from midnight
+    # itch source: symbols named before the first order ("start") or in the "whole" file
+    itch_directory: str = "start"
+    take: str = ""                 # udp source: only these symbols ("K/N" hash share, or names)
     journal: str = ""              # write the sequenced stream to this journal directory
     publish: str = ""              # publish the sequenced stream: udp://GROUP:PORT[?options]
     # Ring sizes keep the working set in a last-level cache: a 320-byte result ring of
@@ -96,7 +98,8 @@ DEFAULT_YIELDS = 100
 _INT_RANGES = {
     "symbols": (1, L.MAX_SYMBOLS), "venues": (1, L.MAX_VENUES), "workers": (1, L.MAX_WORKERS),
     "events": (0, 2**62), "seed": (0, 2**63 - 1), "ring_capacity": (64, 1 << 26),
-    "bcast_capacity": (64, 1 << 26), "result_ring_capacity": (64, 1 << 26), "batch": (1, 1 << 16), "book_levels": (2, 4096),
+    "bcast_capacity": (64, 1 << 26), "result_ring_capacity": (64, 1 << 26),
+    "batch": (1, 1 << 16), "book_levels": (2, 4096),
     "book_orders": (0, 1 << 28), "spins": (0, 1 << 30),
     "yields": (0, 1 << 20), "sleep_us": (1, 1_000_000),
     "vwap_buckets": (1, 1 << 16), "ofi_buckets": (1, 1 << 16), "rv_samples": (1, 1 << 16),
@@ -166,7 +169,8 @@ def _coerce(key, value, typ):
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"kernels must be a list of \"module:function\" names, got {value!r}")
+            raise ConfigError(
+                f"kernels must be a list of \"module:function\" names, got {value!r}")
         return value
     if key == "bar_intervals":
         if isinstance(value, str):

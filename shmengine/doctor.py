@@ -419,7 +419,8 @@ def format_report(doc):
         "  " + "  ".join(f"{label}: {c}" for label, c in r["plan"].items()),
     ]
     if r["leave_idle"]:
-        lines.append(f"  leave idle (SMT siblings of the pinned CPUs): {fmt_cpus(r['leave_idle'])}")
+        idle = fmt_cpus(r['leave_idle'])
+        lines.append(f"  leave idle (SMT siblings of the pinned CPUs): {idle}")
     lines.append(f"  {r['command']}")
     if doc["given"] is not None:
         g = doc["given"]

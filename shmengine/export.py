@@ -14,7 +14,8 @@ def to_arrow(table, names):
     for field in table.dtype.names:
         col = table[field]
         if col.ndim == 2:
-            cols[field] = pa.FixedSizeListArray.from_arrays(pa.array(col.reshape(-1)), col.shape[1])
+            flat = pa.array(col.reshape(-1))
+            cols[field] = pa.FixedSizeListArray.from_arrays(flat, col.shape[1])
         else:
             cols[field] = pa.array(col)
     return pa.table(cols)

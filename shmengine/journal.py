@@ -115,7 +115,7 @@ TRUNCATED = "truncated"                # a header or payload cut off by the end 
 GARBAGE = "garbage"                    # bytes after the last whole block that are not a block
 BAD_BLOCK_HEADER = "bad block header"  # a block's magic is right but not the rest of its header
 BAD_CRC = "bad crc"                    # a payload that does not match its CRC
-SEQ_GAP = "seq discontinuity"          # a block or segment that does not start where the last ended
+SEQ_GAP = "seq discontinuity"          # a block or segment not starting where the last ended
 BAD_HEADER = "bad segment header"      # a segment header that is damaged, or not this journal's
 
 

@@ -55,7 +55,7 @@ STATE_READY = 1
 # event types: NASDAQ ITCH 5.0 order semantics
 EV_ADD = 1            # new order (A/F): order_id, side, price, qty
 EV_EXECUTE = 2        # execution at the order's price (E): qty executed
-EV_EXECUTE_PRICE = 3  # execution at a given price (C): qty, price; non-printable if FLAG_NON_PRINTABLE
+EV_EXECUTE_PRICE = 3  # execution at a given price (C): qty, price; FLAG_NON_PRINTABLE: no print
 EV_CANCEL = 4         # partial cancel (X): qty cancelled
 EV_DELETE = 5         # delete (D)
 EV_REPLACE = 6        # replace (U): order_id -> new_order_id, new price and qty, loses priority
@@ -158,7 +158,7 @@ RESULT = np.dtype([
     ("ask_qty", "<i8"),
     ("bid_venue", "u1"),       # venue at the best bid (lowest id on ties), NO_VENUE if none
     ("ask_venue", "u1"),
-    ("side", "u1"),            # side of the order the event touched; of the resting order on a trade
+    ("side", "u1"),            # side of the order the event touched; a trade's: the resting one
     ("bid_venues", "u1"),      # bit v: venue v's best bid is the consolidated best bid
     ("ask_venues", "u1"),
     ("_pad0", "u1", 3),
@@ -442,7 +442,7 @@ PROC_STATS = np.dtype([
     ("bell", "<u4"),            # futex word this process sleeps on when it reads several rings
     ("_pad1", "<u4"),
     ("user_dropped", "<i8"),    # user-kernel records dropped: out of order or out of the batch
-    ("cpu_ns", "<i8"),          # CPU time (user + system) the process spent since it started running
+    ("cpu_ns", "<i8"),          # CPU time (user + system) the process spent since it started
     ("run_ns", "<i8"),          # CLOCK_MONOTONIC when it started running (a feed reading a
                                 # source other than the synthetic market: its first event)
 ], align=True)

@@ -268,7 +268,7 @@ class RetransmitServer:
         self._thread = None
 
     def poll(self, timeout=0.0):
-        """Answer every request waiting (after waiting up to timeout s for one); return how many."""
+        """Answer every waiting request (waiting up to timeout s for one); return how many."""
         sock = self._sender.sock
         handled = 0
         ready = select.select([sock], [], [], timeout)[0]
