@@ -149,13 +149,18 @@ def compare(name, stream, kits, rounds, warm):
           f"{np.median(tree):8.1f} {tree.min():8.1f} {np.median(tree / base):8.3f}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def kernel_arguments(parser, stream):
+    """The options that choose the kernels and the stream (default ``stream``)."""
     parser.add_argument("--against", default="HEAD", help="git revision (default HEAD)")
     parser.add_argument("--stream", choices=("synthetic", "itch", "market", "all"),
-                        default="all")
+                        default=stream)
     parser.add_argument("--analytics", action="store_true",
                         help="apply the built-in analytics too")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    kernel_arguments(parser, "all")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warm", type=int, default=1 << 21,
                         help="events fed to each fresh book untimed before the timed ones "

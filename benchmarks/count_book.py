@@ -1,5 +1,6 @@
-"""Instructions, branch mispredictions and cache misses per event of the book kernel,
-this tree against a git revision, counted by callgrind.
+"""The book kernel's instructions, mispredicted branches and cache misses per event.
+
+This tree's kernel against a git revision's, counted by valgrind's callgrind:
 
     python benchmarks/count_book.py [--against REV] [--stream synthetic|itch|market|all]
                                     [--analytics] [--events N]
@@ -157,11 +158,7 @@ def count(args, path, label):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--against", default="HEAD", help="git revision (default HEAD)")
-    parser.add_argument("--stream", choices=("synthetic", "itch", "market", "all"),
-                        default="synthetic")
-    parser.add_argument("--analytics", action="store_true",
-                        help="apply the built-in analytics too")
+    ab_book.kernel_arguments(parser, "synthetic")
     parser.add_argument("--events", type=int, default=1 << 18,
                         help="events counted (default 2**18)")
     parser.add_argument("--warm", type=int, default=1 << 20,
