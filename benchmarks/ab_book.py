@@ -68,20 +68,23 @@ def export(rev, into):
     sys.path.insert(0, into)
 
 
-def runner(package, with_analytics, max_orders):
-    """(fresh kernel state for (n_symbols, n_venues), compiled loop over a whole stream)."""
+def fresh_state(package, n_symbols, n_venues, with_analytics, max_orders):
+    """A package's fresh kernel state, pages touched: (book, analytics or None, counters)."""
     book = importlib.import_module(package + ".book")
     analytics = importlib.import_module(package + ".analytics")
+    owned = np.arange(n_symbols)
+    ana = (analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
+           if with_analytics else None)
+    state = book.new_book(owned, n_venues, n_symbols, max_orders=max_orders)
+    prefault(state, ana or ())
+    return state, ana, np.zeros(book.N_COUNTERS, np.int64)
+
+
+def runner(package, with_analytics, max_orders):
+    """A compiled loop of the package's kernel over a whole stream, from a fresh state."""
+    book = importlib.import_module(package + ".book")
     layout = importlib.import_module(package + ".layout")
     process = book.process
-
-    def fresh(n_symbols, n_venues):
-        owned = np.arange(n_symbols)
-        ana = (analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
-               if with_analytics else None)
-        state = book.new_book(owned, n_venues, n_symbols, max_orders=max_orders)
-        prefault(state, ana or ())
-        return state, ana, np.zeros(book.N_COUNTERS, np.int64)
 
     @njit(_nrt=False)
     def run_kernel(events, n, state, ana, results, bars, signals, counters):
@@ -95,7 +98,7 @@ def runner(package, with_analytics, max_orders):
 
     def run_all(stream, results, warm):
         events = stream[0]
-        state, ana, counters = fresh(*stream[1:])
+        state, ana, counters = fresh_state(package, *stream[1:], with_analytics, max_orders)
         bars, signals = ((results.view(layout.BAR_RECORD), results.view(layout.SIGNAL_RECORD))
                          if with_analytics else (None, None))
         run_kernel(events[:warm], warm, state, ana, results, bars, signals, counters)

@@ -72,14 +72,9 @@ def child(args):
     sys.path.insert(0, args.child_path)
     package = "shmengine_base" if args.child_label == "base" else "shmengine"
     loop = __import__(f"{package}_loop")
-    book = __import__(f"{package}.book", fromlist=["book"])
-    analytics = __import__(f"{package}.analytics", fromlist=["analytics"])
     events, n_symbols, n_venues = STREAMS[args.stream](args.warm)
-    owned = np.arange(n_symbols)
-    state = book.new_book(owned, n_venues, n_symbols, max_orders=1 << 20)
-    ana = (analytics.new_analytics(owned, n_venues, n_symbols, analytics.make_params())
-           if args.analytics else None)
-    counters = np.zeros(book.N_COUNTERS, np.int64)
+    state, ana, counters = ab_book.fresh_state(package, n_symbols, n_venues, args.analytics,
+                                               1 << 20)
     results = np.zeros(ab_book.RING, RESULT)
     bars, signals = ((results.view(BAR_RECORD), results.view(SIGNAL_RECORD))
                      if args.analytics else (None, None))
