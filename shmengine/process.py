@@ -1,6 +1,7 @@
 """The engine's processes: what each one does between fork and exit.
 
-Every process: dies with its supervisor (parent-death signal), ignores
+Every process: dies with its supervisor (parent-death signal), names itself
+for ps and top (``shme-feed``, ``shme-worker0``, ``shme-aggregator``), ignores
 SIGINT (the supervisor turns Ctrl-C into a clean drain), pins itself, attaches
 the engine's segments, registers in its stats row, then calls its stage's
 numba loop in slices of BUDGET_NS until the loop says it is done.
@@ -32,8 +33,16 @@ def aggregator_proc(n_workers):
     return 1 + n_workers
 
 
+def process_name(role, index):
+    """What ps, top and pgrep show for an engine process (at most 15 characters)."""
+    name = L.ROLE_NAMES[role]
+    return f"shme-{name}{index}" if role == L.ROLE_WORKER else f"shme-{name}"[:15]
+
+
 def _enter(engine, proc, role, index, cpu):
     lib.shme_set_parent_death_signal(signal.SIGKILL)
+    with open("/proc/self/comm", "w") as f:
+        f.write(process_name(role, index))
     lib.shme_set_timer_slack(TIMER_SLACK_NS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cpu is not None:

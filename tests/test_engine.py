@@ -223,3 +223,13 @@ def test_an_aggregator_on_the_feeds_cpu_yields_to_it_when_flat_out(paced):
         assert aggregator.split()[3] == ("normal" if paced else "batch"), shown
     agg = os.SCHED_OTHER if paced else os.SCHED_BATCH
     assert policies == [os.SCHED_OTHER, os.SCHED_OTHER, agg], policies
+
+
+def test_processes_are_named_for_ps_and_top():
+    with engine("--symbols", 50, "--workers", 2, "--duration", 60) as proc:
+        with shmengine.attach(proc.name) as eng:
+            wait_for(lambda: eng.state() == "running", 60, "the engine to run")
+            pids = [p["pid"] for p in eng.stats()["processes"]]
+            names = [open(f"/proc/{pid}/comm").read().strip() for pid in pids]
+        cli("stop", proc.name, check=True)
+    assert names == ["shme-feed", "shme-worker0", "shme-worker1", "shme-aggregator"]
