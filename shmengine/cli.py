@@ -133,7 +133,9 @@ _POLICIES = {os.SCHED_OTHER: "normal", os.SCHED_BATCH: "batch", os.SCHED_IDLE: "
 
 
 def sched_policy(pid):
-    """A process's scheduling policy by name; "-" once it is gone."""
+    """A process's scheduling policy by name; "-" before it started and once it is gone."""
+    if pid <= 0:
+        return "-"  # (0 would name this process's own)
     try:
         return _POLICIES.get(os.sched_getscheduler(pid), "?")
     except OSError:
@@ -150,10 +152,12 @@ def cmd_status(args):
           f"{st['results']:,} results, locked {st['locked']}, crossed {st['crossed']}")
     print(f"{'process':<12}{'pid':>8}{'cpu':>5}{'sched':>8}{'events':>15}{'events/s':>14}"
           f"{'batches':>12}{'waits':>12}{'lag':>8}{'drops':>8}")
-    for a, b in zip(first["processes"], st["processes"]):
-        label = proc_label(b)
+    count = len(st["processes"])
+    for i, (a, b) in enumerate(zip(first["processes"], st["processes"])):
+        label = proc_label(b, i, count)
         rate = (b["events"] - a["events"]) / args.interval
-        print(f"{label:<12}{b['pid']:>8}{b['cpu']:>5}{sched_policy(b['pid']):>8}"
+        pid = b["pid"] or "-"
+        print(f"{label:<12}{pid:>8}{b['cpu']:>5}{sched_policy(b['pid']):>8}"
               f"{b['events']:>15,}{rate:>14,.0f}"
               f"{b['batches']:>12,}{b['waits']:>12,}{b['lag']:>8,}{b['drops']:>8,}")
     for r in st["rings"]:

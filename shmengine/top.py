@@ -80,14 +80,16 @@ class Frame:
         for col in ("process", "pid", "core", "cpu %", "events/s", "batch", "wait %",
                     "lag", "drops"):
             t.add_column(col, justify="left" if col == "process" else "right")
-        for pa, pb in zip(self.a.procs, self.b.procs):
+        count = len(self.b.procs)
+        for i, (pa, pb) in enumerate(zip(self.a.procs, self.b.procs)):
             events = int(pb["events"]) - int(pa["events"])
             batches = int(pb["batches"]) - int(pa["batches"])
             waits = int(pb["waits"]) - int(pa["waits"])
             turns = batches + waits
             pid = int(pb["pid"])
             cpu = self.cpu.get(pid)
-            t.add_row(proc_label(pb), str(pid), str(int(pb["cpu"])) if pb["cpu"] >= 0 else "-",
+            t.add_row(proc_label(pb, i, count), str(pid) if pid else "-",
+                      str(int(pb["cpu"])) if pb["cpu"] >= 0 else "-",
                       "-" if cpu is None else f"{cpu:.0f}",
                       f"{events / self.dt:,.0f}",
                       f"{events / batches:,.1f}" if batches else "-",

@@ -1,4 +1,5 @@
-"""`shmengine top`: one frame for scripts, and the live view in a terminal."""
+"""`shmengine top` (one frame for scripts, and the live view in a terminal) and the
+process names it and `shmengine status` show."""
 import os
 import pty
 import re
@@ -6,6 +7,12 @@ import select
 import subprocess
 import sys
 import time
+
+import numpy as np
+
+from shmengine import layout as L
+from shmengine.cli import sched_policy
+from shmengine.stats import proc_label
 
 from conftest import ROOT, cli, engine
 
@@ -102,3 +109,12 @@ def test_top_exits_when_the_engine_stops_and_rejects_bad_flags():
     assert res.returncode == 1 and "no engine named" in res.stderr and "Traceback" not in res.stderr
     res = cli("top", "x", "--interval", 0)
     assert res.returncode == 1 and "--interval" in res.stderr
+
+
+def test_status_names_processes_that_have_not_registered_yet():
+    rows = np.zeros(4, L.PROC_STATS)  # feed, worker 0, worker 1, aggregator: none started
+    assert [proc_label(r, i, len(rows)) for i, r in enumerate(rows)] == \
+        ["feed", "worker 0", "worker 1", "aggregator"]
+    rows[2]["role"], rows[2]["index"] = L.ROLE_WORKER, 1
+    assert proc_label(rows[2], 2, len(rows)) == "worker 1"
+    assert sched_policy(0) == "-"  # not this process's own policy
