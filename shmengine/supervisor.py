@@ -6,11 +6,13 @@ through ``_set_state``. A process that dies or stops heartbeating fails the
 engine: the supervisor says which and why, stops the rest, removes every
 segment and exits non-zero.
 """
+import contextlib
 import json
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 
 import psutil
@@ -29,6 +31,9 @@ POLL_S = 0.05
 STARTUP_POLL_S = 0.002
 STARTUP_GRACE_S = 120.0   # a cold numba cache compiles for tens of seconds
 DRAIN_TIMEOUT_S = 30.0
+COMPILE_NOTICE_S = 2.0    # kernels not loaded by then are being compiled: say so
+COMPILE_NOTICE = ("compiling the engine's kernels: the first start after an install or an "
+                  "upgrade takes tens of seconds; later starts load them from numba's cache")
 
 
 class EngineFailed(Exception):
@@ -97,7 +102,8 @@ class Supervisor:
                                           int(me.create_time() * 1000),
                                           P.analytics_params(cfg))
         cfg.cpus = cpus = cpu_plan(cfg)  # resolved here: each child pins itself to one CPU
-        P.preload(self.segs, cfg)
+        with notice_if_slow(COMPILE_NOTICE_S, COMPILE_NOTICE, self.out):
+            P.preload(self.segs, cfg)
         ctx = multiprocessing.get_context("fork")
         specs = [(P.run_feed, (cfg.name, cfg, cpus[0]))]
         specs += [(P.run_worker, (cfg.name, cfg, w, cpus[1 + w])) for w in range(cfg.workers)]
@@ -237,6 +243,20 @@ def format_summary(d):
                      f"bad events {d['bad_events']:,}, book overflows {d['book_overflows']:,}")
     return "\n".join(lines)
 
+
+
+@contextlib.contextmanager
+def notice_if_slow(delay_s, text, stream):
+    """Print ``text`` if the block still runs after ``delay_s`` seconds. The thread
+    that would print it has ended when the block is left (the supervisor forks next)."""
+    timer = threading.Timer(delay_s, _say, (text, stream))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
 
 
 def silence(stream):

@@ -1,8 +1,10 @@
 """End to end: the CLI starts an engine, other processes attach, it stops clean."""
+import io
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -233,3 +235,15 @@ def test_processes_are_named_for_ps_and_top():
             names = [open(f"/proc/{pid}/comm").read().strip() for pid in pids]
         cli("stop", proc.name, check=True)
     assert names == ["shme-feed", "shme-worker0", "shme-worker1", "shme-aggregator"]
+
+
+def test_a_slow_start_says_it_is_compiling():
+    from shmengine.supervisor import notice_if_slow
+    threads = threading.active_count()
+    out = io.StringIO()
+    with notice_if_slow(0.05, "compiling", out):
+        time.sleep(0.3)
+    with notice_if_slow(5.0, "not shown", out):
+        pass  # left at once: the notice is cancelled, its thread gone
+    assert out.getvalue() == "compiling\n"
+    assert threading.active_count() == threads
