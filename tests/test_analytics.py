@@ -224,6 +224,18 @@ def test_market_closed_bars_are_a_groupby_of_the_tape(market_run):
             assert market_run["ana"].rows[s]["bar_start"][i] == still_open
 
 
+def test_market_of_six_venues_matches_reference():
+    """Six venues, more than one 256-bit vector of the per-venue times holds: rows
+    still equal the reference after every result, venues 4 and 5 included."""
+    n_venues, symbols = 6, [0, 1, 2]
+    results = market_results(11, n_symbols=3, n_venues=n_venues, n_events=4000)
+    _, _, trace = run_kernel(symbols, n_venues, results, **MARKET_PARAMS)
+    rows, _ = run_reference(symbols, n_venues, results, **MARKET_PARAMS)
+    assert_rows_match(trace, rows, results)
+    last = [r for r in rows if r is not None][-1]
+    assert min(last["venue_time_at_bid"][4:6]) > 0 and min(last["venue_time_at_ask"][4:6]) > 0
+
+
 def test_market_rows_of_symbols_without_results_are_untouched():
     """A symbol of the worker with no results keeps its initial row; others are not written."""
     results = market_results(5, n_symbols=2, n_venues=2, n_events=500)
