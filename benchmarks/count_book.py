@@ -3,7 +3,7 @@
 This tree's kernel against a git revision's, counted by valgrind's callgrind:
 
     python benchmarks/count_book.py [--against REV] [--stream synthetic|itch|market|all]
-                                    [--analytics] [--events N] [--lines N [--asm FILE]]
+                                    [--analytics] [--events N] [--lines N | --asm FILE]
 
 Timings on this machine drift by up to 2x within minutes; counts do not.
 Each kernel runs under valgrind's callgrind (a simulated CPU: its branch
@@ -30,8 +30,9 @@ most instructions are printed with their counts per event. The line tables
 change the code: numba inlines less (the prefetch helper becomes a call),
 so the total is some 10 % above the plain code's. A function inlined from
 another module is shown under the caller's file with its own line numbers.
-``--asm FILE`` counts the plain code instead and writes its listing to
-FILE, each instruction with how often it ran per event.
+``--asm FILE`` counts this tree's plain code alone instead and writes its
+listing to FILE, each instruction with how often it ran per event (with
+--stream all, the last stream's).
 """
 import argparse
 import collections
@@ -214,7 +215,7 @@ def per_event_counts(found, n_events):
     return {k: sum(found.get(e, 0) for e in events) / n_events for k, events in COUNTS.items()}
 
 
-def instruction_costs(text, n_events):
+def instruction_costs(text, n_counts):
     """(address, costs) of each instruction line of a callgrind file written with
     --dump-instr=yes --dump-line=no --compress-pos=no; a call's inclusive cost,
     the line after calls=, is skipped."""
@@ -227,7 +228,7 @@ def instruction_costs(text, n_events):
                 skip = False
                 continue
             fields = row.split()
-            costs = np.zeros(n_events, np.int64)
+            costs = np.zeros(n_counts, np.int64)
             costs[:len(fields) - 1] = [int(v) for v in fields[1:]]
             yield int(fields[0], 16), costs
 
@@ -284,7 +285,7 @@ def main():
                              "that run the most instructions (the kernel is compiled with "
                              "line tables, which changes its code a little)")
     parser.add_argument("--asm", metavar="FILE",
-                        help="with --lines: count the plain code (no line tables) and write "
+                        help="count this tree's plain code alone (no line tables) and write "
                              "its listing to FILE, each instruction with its runs per event")
     parser.add_argument("--child-label", help=argparse.SUPPRESS)
     parser.add_argument("--child-map", help=argparse.SUPPRESS)
@@ -302,15 +303,19 @@ def main():
     args.cpu_env = simulated_cpu()
     chosen = list(STREAMS) if args.stream == "all" else [args.stream]
     what = "books and analytics" if args.analytics else "books"
-    print(f"this tree against {args.against} ({rev}), {what}, per event over "
-          f"{args.events:,} events after {args.warm:,}; callgrind, L1 {args.l1}, LL {args.ll}, "
-          f"compiled for {args.cpu_env['NUMBA_CPU_NAME']}")
-    if args.lines:
+    alone = args.lines or args.asm
+    kernels = "this tree" if alone else f"this tree against {args.against} ({rev})"
+    print(f"{kernels}, {what}, per event over {args.events:,} events after {args.warm:,}; "
+          f"callgrind, L1 {args.l1}, LL {args.ll}, compiled for {args.cpu_env['NUMBA_CPU_NAME']}")
+    if alone:
         for name in chosen:
             args.stream_one = name
             per_event, by_line = count(args, path, "tree", lines=True)
             print(f"{name}: " + ", ".join(f"{v:.2f} {k}" for k, v in per_event.items()))
-            print_lines(by_line, args.lines)
+            if args.asm:
+                print(f"listing with runs per event written to {args.asm}")
+            else:
+                print_lines(by_line, args.lines)
         return
     print(f"{'stream':<10} {'count':<13} {'base':>9} {'tree':>9} {'tree/base':>9}")
     for name in chosen:
