@@ -35,6 +35,10 @@ Bad input is counted and skipped, never raised: an unknown type, a length
 that is not its type's, a message cut off by the end of the file, a stock
 locate no R has named, a field value ITCH does not define (side not B/S,
 Printable not Y/N, a cross of 2**32 shares or more), a damaged gzip stream.
+The bytes skipped with a message of a wrong length or unknown type (as many
+as its length prefix announces) or cut off are counted too: ``damage()``
+says how much of a damaged file was lost, and an engine fed the file prints
+it as a warning at the end.
 
 Example::
 
@@ -154,7 +158,8 @@ BAD_TRUNCATED = 258
 BAD_LOCATE = 259
 BAD_VALUE = 260
 BAD_GZIP = 261
-N_COUNTS = 262
+SKIPPED_BYTES = 262  # bytes of the messages skipped for their length or type
+N_COUNTS = 263
 BAD_NAMES = {BAD_UNKNOWN_TYPE: "unknown_type", BAD_LENGTH: "bad_length",
              BAD_TRUNCATED: "truncated", BAD_LOCATE: "unknown_locate", BAD_VALUE: "bad_value",
              BAD_GZIP: "gzip_error"}
@@ -292,14 +297,17 @@ def parse(buf, start, end, locate_map, names, n_names, out, out_pos, max_out, co
         p = m + length
         if length == 0:
             counts[BAD_LENGTH] += 1
+            counts[SKIPPED_BYTES] += 2
             continue
         t = buf[m]
         expected = _LENGTHS[t]
         if expected == 0:
             counts[BAD_UNKNOWN_TYPE] += 1
+            counts[SKIPPED_BYTES] += 2 + length
             continue
         if length != expected:
             counts[BAD_LENGTH] += 1
+            counts[SKIPPED_BYTES] += 2 + length
             continue
         locate = _u16(buf, m + _LOCATE)
         if t == 82:  # R
@@ -415,6 +423,8 @@ class _Stream:
             raise
         self.file = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
         self._raw = raw
+        self.path = path
+        self.total = 0  # bytes read from the file (uncompressed) into buf
         self.chunk_bytes = int(chunk_bytes)
         self.buf = np.empty(self.chunk_bytes + MAX_MESSAGE, np.uint8)
         self.pos = 0
@@ -440,7 +450,12 @@ class _Stream:
             self.close()
             return False
         self.fill += got
+        self.total += got
         return True
+
+    def consumed(self):
+        """Bytes of the file parsed or skipped so far."""
+        return self.total - (self.fill - self.pos)
 
     def close(self):
         self.file.close()
@@ -524,6 +539,7 @@ class ItchReader:
             if n < out.size and not stream.refill():
                 if stream.pos < stream.fill:
                     self._counts[BAD_TRUNCATED] += 1
+                    self._counts[SKIPPED_BYTES] += stream.fill - stream.pos
                     stream.pos = stream.fill
                 if stream.gzip_error:
                     self._counts[BAD_GZIP] += 1
@@ -544,6 +560,29 @@ class ItchReader:
     def bad(self):
         """Messages skipped so far, by reason."""
         return {name: int(self._counts[i]) for i, name in BAD_NAMES.items()}
+
+    @property
+    def skipped_bytes(self):
+        """Bytes skipped so far: messages of a wrong length or unknown type, each as long
+        as its length prefix says, and a message cut off by the end of the file."""
+        return int(self._counts[SKIPPED_BYTES])
+
+    @property
+    def read_bytes(self):
+        """Bytes of the (uncompressed) file taken so far."""
+        return self._stream.consumed()
+
+    def damage(self):
+        """A line on what was skipped, for a user who expects a clean file; None if nothing."""
+        bad = {k: v for k, v in self.bad.items() if v}
+        if not self.skipped_bytes and not bad.get("gzip_error"):
+            return None
+        share = self.skipped_bytes / max(self.read_bytes, 1)
+        reasons = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in bad.items())
+        return (f"{self._stream.path}: skipped {self.skipped_bytes:,} of {self.read_bytes:,} "
+                f"bytes ({share:.1%}) in messages of a wrong length or unknown type or cut "
+                f"off; bad messages: {reasons}. A wrong length prefix skips what it "
+                f"announces: the file is damaged there")
 
     def close(self):
         self._stream.close()

@@ -195,8 +195,12 @@ class ItchSource:
     def count(self, link):
         link["messages"] = sum(self.reader.counts.values())
         link["bad"] = sum(self.reader.bad.values())
+        link["bytes"] = self.reader.read_bytes
 
     def close(self):
+        damage = self.reader.damage()
+        if damage:
+            print(f"shmengine: warning: ITCH file {damage}", file=sys.stderr, flush=True)
         self.reader.close()
 
 

@@ -358,6 +358,30 @@ def test_length_that_disagrees_with_the_type_is_skipped(tmp_path):
     assert_same(events, np.concatenate([once, once]), (), "skipped")
 
 
+def test_skipped_bytes_say_how_much_of_a_damaged_file_was_lost(tmp_path):
+    good = _bytes(_valid_day())
+    once, reader = read_all(_write(tmp_path, good))
+    assert reader.skipped_bytes == 0 and reader.read_bytes == len(good)
+    assert reader.damage() is None
+    # a message whose length is not its type's: its 1,000 announced bytes go
+    bogus = (1000).to_bytes(2, "big") + b"A" + bytes(999)
+    data = good + bogus + good
+    events, reader = read_all(_write(tmp_path, data), chunk_bytes=256)
+    assert reader.bad["bad_length"] == 1 and len(events) == 2 * len(once)
+    assert reader.skipped_bytes == 1002 and reader.read_bytes == len(data)
+    line = reader.damage()
+    assert "skipped 1,002 of" in line and "1 bad length" in line
+    # a damaged length prefix: what it announces goes, good messages with it
+    hit = bytearray(data)
+    hit[len(good) - itch.LENGTH["A"] - 2] = 0x05  # the last add's prefix now says 1,316
+    events, reader = read_all(_write(tmp_path, bytes(hit)), chunk_bytes=256)
+    assert len(events) < 2 * len(once) and reader.skipped_bytes >= 1316 + 2
+    assert reader.read_bytes == len(data) and reader.damage() is not None
+    cut = good[:-5]  # the last message cut off: its bytes are skipped too
+    _, reader = read_all(_write(tmp_path, cut), chunk_bytes=64)
+    assert reader.bad["truncated"] == 1 and reader.skipped_bytes == itch.LENGTH["A"] + 2 - 5
+
+
 def test_unknown_type_unknown_locate_and_bad_values(tmp_path):
     data = _bytes(_valid_day())
     extra = (b"\0\x05Z1234" + encode("D", stock_locate=9, order_ref=1)
@@ -464,7 +488,7 @@ def test_random_bytes_never_raise(data, cut):
     data = data[:cut]
     k, counts = _parse_all(data)
     assert k <= len(frames(data))
-    assert counts[:256].sum() + counts[256:].sum() == len(frames(data))
+    assert counts[:256].sum() + counts[256:itch.SKIPPED_BYTES].sum() == len(frames(data))
 
 
 _VALID = _bytes(_valid_day()) + b"".join(encode(t, **v) for t, v in every_type(9)[1:])

@@ -72,3 +72,17 @@ def test_bad_itch_sources(tmp_path):
         assert res.returncode != 0 and needle in res.stderr and "Traceback" not in res.stderr
     res = cli("run", "--itch-directory", "whole")
     assert res.returncode != 0 and "needs source itch:FILE" in res.stderr
+
+
+def test_a_damaged_file_runs_to_its_end_and_says_what_it_skipped(tmp_path):
+    path = tmp_path / "day.itch"
+    synthetic_itch(str(path), 20_000, 10, 3)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 40] = bytes(range(200, 240))  # a message or two, prefixes and all
+    path.write_bytes(bytes(data))
+    res = cli("run", "--name", unique("dmg"), "--source", f"itch:{path}", check=True)
+    assert "Traceback" not in res.stderr
+    warning = [ln for ln in res.stderr.splitlines() if "warning" in ln]
+    assert len(warning) == 1 and f"ITCH file {path}: skipped " in warning[0], res.stderr
+    assert f"bytes {len(data):,}" in res.stdout  # read to the end
