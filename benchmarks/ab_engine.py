@@ -88,7 +88,8 @@ def main():
         ratios = [t / b for t, b in zip(rates["tree"], rates["base"])]
         print(f"median M events/s: base {statistics.median(rates['base']) / 1e6:.2f}, "
               f"tree {statistics.median(rates['tree']) / 1e6:.2f}; tree / base, median of "
-              f"pairs {statistics.median(ratios):.3f} (range {min(ratios):.3f}..{max(ratios):.3f})")
+              f"pairs {statistics.median(ratios):.3f} "
+              f"(range {min(ratios):.3f}..{max(ratios):.3f})")
 
 
 if __name__ == "__main__":

@@ -167,7 +167,8 @@ def main():
             cpu, wall, _ = run()
             rates[name][0].append(messages / cpu)
             rates[name][1].append(messages / wall)
-    print(f"{'':12s} {'M msg/s CPU':>12s} {'(min..max)':>14s} {'ns/msg':>8s} {'M msg/s wall':>13s}")
+    print(f"{'':12s} {'M msg/s CPU':>12s} {'(min..max)':>14s} {'ns/msg':>8s} "
+          f"{'M msg/s wall':>13s}")
     for name, (cpu, wall) in rates.items():
         med = float(np.median(cpu))
         print(f"{name:12s} {med / 1e6:12.1f} {min(cpu) / 1e6:6.1f}..{max(cpu) / 1e6:<6.1f} "

@@ -5,15 +5,17 @@
 
 For each batch size, the same EVENT stream (seq contiguous) is written:
 
-    journal           JournalWriter.append per batch, blocks of --block records, one flush at the end
+    journal           JournalWriter.append per batch, blocks of --block records, one
+                      flush at the end
     journal+flush     ... and flush() after every batch (a partial block per batch)
     journal+fsync     ... flush() with fsync=True after every batch (fdatasync each time)
     file.write        open(..., "wb").write(bytes of the batch), one flush at the end
     file.write+fsync  ... and flush + os.fdatasync after every batch
 
 Each figure is the median of --repeat runs; fsync runs are bounded by
---fsync-seconds. The journal's CRC (CRC-32C) alone is timed too, beside zlib.crc32. Files are removed after each
-run, so with a disk behind /tmp the figures are mostly page-cache speed.
+--fsync-seconds. The journal's CRC (CRC-32C) alone is timed too, beside
+zlib.crc32. Files are removed after each run, so with a disk behind /tmp the
+figures are mostly page-cache speed.
 """
 import argparse
 import os

@@ -59,7 +59,8 @@ def once(hosts, events, rate, symbols):
                 raise SystemExit(f"the subscriber did not start: {sub.communicate()[1]}")
             time.sleep(0.1)
         pub = engine(hosts, "pub", f"blp{tag}", pub_json, "--symbols", symbols, "--events",
-                     events, "--rate", rate, "--publish", f"udp://{group}:{port}?interface={pub_addr}")
+                     events, "--rate", rate,
+                     "--publish", f"udp://{group}:{port}?interface={pub_addr}")
         try:
             for p in (pub, sub):
                 out, err = p.communicate(timeout=300)
@@ -94,11 +95,13 @@ def main():
     print(f"publisher events/s        {med([p['events_per_s'] for _, p in rows]):>14,.0f}")
     print(f"subscriber events/s       {med([s['events_per_s'] for s, _ in rows]):>14,.0f}")
     print(f"link packets              {med([s['link']['packets'] for s, _ in rows]):>14,.0f}")
-    print(f"retransmitted messages    {med([s['link']['retransmissions'] for s, _ in rows]):>14,.0f}")
+    resent = med([s['link']['retransmissions'] for s, _ in rows])
+    print(f"retransmitted messages    {resent:>14,.0f}")
     for p in ("50", "99", "99.9"):
         print(f"p{p:<5} publisher receive -> remote snapshot "
               f"{med([s['latency_ns'][p] for s, _ in rows]) / 1e3:>10,.1f} us   "
-              f"(publisher's own snapshot {med([q['latency_ns'][p] for _, q in rows]) / 1e3:,.1f} us)")
+              f"(publisher's own snapshot "
+              f"{med([q['latency_ns'][p] for _, q in rows]) / 1e3:,.1f} us)")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def bench(n_symbols, n_venues, n, chunk, repeat, ring_size, seed):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append",
-                        help="SYMBOLSxVENUES, repeatable (default: %s)" % " ".join(DEFAULT_CONFIGS))
+                        help="SYMBOLSxVENUES, repeatable "
+                             "(default: %s)" % " ".join(DEFAULT_CONFIGS))
     parser.add_argument("--events", type=int, default=3_000_000, help="events per timed run")
     parser.add_argument("--chunk", type=int, default=0,
                         help="events per kernel call (default: the whole run in one call)")

@@ -258,8 +258,8 @@ class NaiveBook:
         """Every non-pad RESULT field; fields not named are zero."""
         result = self._marker(ev, kind, proc_ts)
         bid_px, bid_qty, ask_px, ask_qty = self.venue_bbo(symbol, venue)
-        result.update(symbol=symbol, venue=venue, side=self._side, venue_bid_px=bid_px, venue_bid_qty=bid_qty,
-                      venue_ask_px=ask_px, venue_ask_qty=ask_qty)
+        result.update(symbol=symbol, venue=venue, side=self._side, venue_bid_px=bid_px,
+                      venue_bid_qty=bid_qty, venue_ask_px=ask_px, venue_ask_qty=ask_qty)
         result.update(self.consolidated(symbol))
         tape = self.tape[symbol]
         result.update({k: v for k, v in tape.items() if k != "last_trade_ts"})

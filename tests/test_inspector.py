@@ -216,8 +216,9 @@ def test_half_built_ring_shows_its_cursors(engine_name):
             shm.Segment.attach(name, L.SEG_RING)
         ring = inspect_json(engine_name)["in.0"]
         assert ring["header"]["state"] == "BUILDING" and ring["header"]["creator_alive"]
-        assert ring["problems"] == [f"half-built (state BUILDING): its creator, pid {os.getpid()}, "
-                                    f"is still running; what follows may be incomplete"]
+        assert ring["problems"] == [
+            f"half-built (state BUILDING): its creator, pid {os.getpid()}, "
+            f"is still running; what follows may be incomplete"]
         r = ring["ring"]
         assert (r["capacity"], r["producer_position"], r["consumer_position"], r["fill"]) == \
             (8, 13, 9, 4)

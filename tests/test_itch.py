@@ -292,7 +292,8 @@ def test_book_from_itch_equals_book_from_events(synthetic):
             assert np.array_equal(a[k], b[k]), (s, k)
         assert B.last_trade(replay, s) == B.last_trade(direct, s)
         for side in (L.SIDE_BID, L.SIDE_ASK):
-            for x, y in zip(B.venue_levels(replay, s, 0, side), B.venue_levels(direct, s, 0, side)):
+            for x, y in zip(B.venue_levels(replay, s, 0, side),
+                            B.venue_levels(direct, s, 0, side)):
                 assert np.array_equal(x, y)
 
 

@@ -419,7 +419,8 @@ CONFIG_CASES = {
                      r"kernels need analytics = true", 2),
     "result-ring-too-small": (["--kernel", MOMENTUM, "--kernel", BLOCK_TRADES, "--batch", 256,
                                "--result-ring-capacity", 1024],
-                              r"with 2 kernel\(s\), result_ring_capacity must be at least 1536", 2),
+                              r"with 2 kernel\(s\), result_ring_capacity must be "
+                              r"at least 1536", 2),
 }
 
 

@@ -69,7 +69,8 @@ class Tracker:
             o = book[oid]
             assert side == o[0], where
         if typ in (L.EV_ADD, L.EV_REPLACE, L.EV_EXECUTE_PRICE, L.EV_TRADE):
-            assert price > 0 and price % tick == 0, f"price not a positive multiple of {tick}: {where}"
+            assert price > 0 and price % tick == 0, \
+                f"price not a positive multiple of {tick}: {where}"
         if typ != L.EV_EXECUTE_PRICE:
             assert flags == 0, where
         if typ != L.EV_REPLACE:
@@ -235,7 +236,8 @@ def test_options_change_the_stream():
 def test_chunks_give_the_same_stream():
     whole = new_market(25, 3, seed=77).generate(1000)
     m = new_market(25, 3, seed=77)
-    assert np.concatenate([m.generate(300), m.generate(700, seq0=300)]).tobytes() == whole.tobytes()
+    parts = np.concatenate([m.generate(300), m.generate(700, seq0=300)])
+    assert parts.tobytes() == whole.tobytes()
     m = new_market(25, 3, seed=77)
     parts = []
     for n in (1, 0, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 392):

@@ -247,7 +247,8 @@ def test_first_packet_fixes_the_session_and_a_live_join_starts_there(events):
     t.feed(packets[6])
     assert t.session == SESSION
     seq = mold.decode_packet(packets[5]).seq
-    assert read_all(t).tobytes() == events[seq - 1:mold.decode_packet(packets[7]).seq - 1].tobytes()
+    end = mold.decode_packet(packets[7]).seq - 1
+    assert read_all(t).tobytes() == events[seq - 1:end].tobytes()
     assert t.requests(now=0.0) == [] and t.counters["wrong_session"] == 1
 
 

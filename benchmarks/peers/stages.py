@@ -92,7 +92,8 @@ def worker(receiver, sender, book, batched):
             n = len(ev)
             events += n
             if batched:
-                out = np.empty(n, L.RESULT)  # a new array: a zero-copy send may still hold the last
+                # a new array: a zero-copy send may still hold the last
+                out = np.empty(n, L.RESULT)
                 k = process(ev, 0, n, _mask(n), book, out, 0, _mask(n), time.monotonic_ns(),
                             counters, None, None, None)
                 if k:
