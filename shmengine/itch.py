@@ -34,7 +34,8 @@ The other types are counted and produce nothing.
 Bad input is counted and skipped, never raised: an unknown type, a length
 that is not its type's, a message cut off by the end of the file, a stock
 locate no R has named, a field value ITCH does not define (side not B/S,
-Printable not Y/N, a cross of 2**32 shares or more), a damaged gzip stream.
+Printable not Y/N, a cross of 2**32 shares or more), a damaged gzip stream
+(what inflates before the damage or a cut is read).
 The bytes skipped with a message of a wrong length or unknown type (as many
 as its length prefix announces) or cut off are counted too: ``damage()``
 says how much of a damaged file was lost, and an engine fed the file prints
@@ -440,11 +441,7 @@ class _Stream:
         self.buf[:rest] = self.buf[self.pos:self.fill]
         self.pos, self.fill = 0, rest
         want = min(self.chunk_bytes, self.buf.size - rest)
-        try:
-            got = self.file.readinto(memoryview(self.buf)[rest:rest + want])
-        except (EOFError, OSError, zlib.error):
-            got = 0
-            self.gzip_error = True
+        got = self._read_into(memoryview(self.buf)[rest:rest + want])
         if not got:
             self.ended = True
             self.close()
@@ -452,6 +449,24 @@ class _Stream:
         self.fill += got
         self.total += got
         return True
+
+    def _read_into(self, view):
+        """Fill what the file gives of view. A gzip stream is read a piece at a time, so
+        that what inflates before a damaged or cut-off part is kept."""
+        got = 0
+        while got < len(view):
+            try:
+                if self.file is self._raw:
+                    return self.file.readinto(view)
+                piece = self.file.read1(len(view) - got)
+            except (EOFError, OSError, zlib.error):
+                self.gzip_error = True
+                break
+            if not piece:
+                break
+            view[got:got + len(piece)] = piece
+            got += len(piece)
+        return got
 
     def consumed(self):
         """Bytes of the file parsed or skipped so far."""
@@ -577,12 +592,17 @@ class ItchReader:
         bad = {k: v for k, v in self.bad.items() if v}
         if not self.skipped_bytes and not bad.get("gzip_error"):
             return None
-        share = self.skipped_bytes / max(self.read_bytes, 1)
+        said = []
+        if self.skipped_bytes:
+            share = self.skipped_bytes / max(self.read_bytes, 1)
+            said.append(f"skipped {self.skipped_bytes:,} of {self.read_bytes:,} bytes "
+                        f"({share:.1%}) in messages of a wrong length or unknown type or cut "
+                        f"off (a wrong length prefix skips what it announces)")
+        if bad.get("gzip_error"):
+            said.append(f"its gzip stream is damaged after {self.read_bytes:,} bytes: the "
+                        f"rest could not be read")
         reasons = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in bad.items())
-        return (f"{self._stream.path}: skipped {self.skipped_bytes:,} of {self.read_bytes:,} "
-                f"bytes ({share:.1%}) in messages of a wrong length or unknown type or cut "
-                f"off; bad messages: {reasons}. A wrong length prefix skips what it "
-                f"announces: the file is damaged there")
+        return f"{self._stream.path}: {'; '.join(said)}; bad messages: {reasons}"
 
     def close(self):
         self._stream.close()

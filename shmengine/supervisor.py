@@ -244,7 +244,6 @@ def format_summary(d):
     return "\n".join(lines)
 
 
-
 @contextlib.contextmanager
 def notice_if_slow(delay_s, text, stream):
     """Print ``text`` if the block still runs after ``delay_s`` seconds. The thread

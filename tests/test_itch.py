@@ -421,8 +421,21 @@ def test_damaged_gzip_is_counted(tmp_path):
     events, reader = read_all(_write(tmp_path, packed[:len(packed) // 2]), chunk_bytes=64)
     assert reader.bad["gzip_error"] == 1
     assert len(events) < 20
+    assert "gzip stream is damaged after" in reader.damage()
     events, reader = read_all(_write(tmp_path, b"\x1f\x8b" + b"not gzip at all"))
     assert len(events) == 0 and reader.bad["gzip_error"] == 1
+
+
+def test_a_cut_off_gzip_file_gives_what_inflates_before_the_cut(synthetic, tmp_path):
+    path, _ = synthetic
+    full, _ = read_all(path)
+    packed = gzip.compress(path.read_bytes())
+    cut = _write(tmp_path, packed[:len(packed) // 2])
+    assert itch.scan_symbols(cut) == itch.scan_symbols(path)  # one 4 MB chunk: not all there
+    events, reader = read_all(cut, chunk_bytes=1 << 20)
+    assert len(full) // 4 < len(events) < len(full)
+    assert_same(events, full[:len(events)], (), "before the cut")
+    assert reader.bad["gzip_error"] == 1 and "gzip stream is damaged" in reader.damage()
 
 
 def test_writer_refuses_what_itch_cannot_carry(tmp_path):
