@@ -238,6 +238,7 @@ class JournalSource:
     def count(self, link):
         link["messages"] = self.done
         link["bytes"] = self.done * L.EVENT.itemsize
+        link["bad"] = int(self.reader.problem is not None)  # the block it stopped at
 
     def close(self):
         self.blocks.close()

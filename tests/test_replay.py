@@ -62,12 +62,14 @@ def test_a_journal_cut_off_mid_write_replays_its_good_prefix(tmp_path):
     assert res.returncode == 0, res.stderr
     kept = int(res.stderr.split("replayed the ")[1].split(" events")[0].replace(",", ""))
     assert 0 < kept < 50_000 and f"{kept:,} events" in res.stdout
+    assert f"source journal: messages {kept:,}  bad 1" in res.stdout
     res = cli("journal", "check", journal)
     assert res.returncode == 1 and "truncated" in (res.stdout + res.stderr).lower()
     cli("journal", "check", journal, "--repair", check=True)
     assert cli("journal", "check", journal).returncode == 0
     res = cli("replay", journal, "--name", unique("je"), check=True)
     assert f"{kept:,} events" in res.stdout and "replayed the" not in res.stderr
+    assert f"source journal: messages {kept:,}  bad 0" in res.stdout
 
 
 def test_status_shows_the_source_and_the_journal(tmp_path):
