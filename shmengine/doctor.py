@@ -25,6 +25,7 @@ import time
 import tomllib
 
 from . import config
+from . import layout as L
 
 HIGH_LOAD_PERCENT = 50.0    # a recommended CPU busier than this already runs other work
 HIGH_STEAL_PERCENT = 5.0    # a vCPU losing more than this to the host is contended
@@ -51,7 +52,7 @@ def fmt_cpus(cpus):
 
 def process_labels(n_workers):
     """Names of the engine's processes in ``cpu_plan`` order."""
-    return ["feed"] + [f"worker {w}" for w in range(n_workers)] + ["aggregator"]
+    return [L.proc_name(i, n_workers + 2) for i in range(n_workers + 2)]
 
 
 @dataclasses.dataclass

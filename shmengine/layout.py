@@ -422,6 +422,15 @@ ROLE_WORKER = 2
 ROLE_AGGREGATOR = 3
 ROLE_NAMES = {ROLE_FEED: "feed", ROLE_WORKER: "worker", ROLE_AGGREGATOR: "aggregator"}
 
+
+def proc_name(position, count):
+    """How users call the process of stats row ``position`` of ``count``: the feed's
+    row is first, the workers' follow in order, the aggregator's is last."""
+    if position == 0:
+        return "feed"
+    return "aggregator" if position == count - 1 else f"worker {position - 1}"
+
+
 PROC_STATS = np.dtype([
     ("pid", "<u4"),
     ("role", "u1"),

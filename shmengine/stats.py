@@ -15,14 +15,12 @@ def proc_label(row, position=None, count=None):
     """How a process is named to users: "feed", "worker 3", "aggregator".
 
     A row the process has not registered in yet (while the engine starts) is
-    named by its ``position`` among the ``count`` rows when they are given: the
-    feed's row is first, the workers' follow, the aggregator's is last.
+    named by its ``position`` among the ``count`` rows when they are given
+    (``layout.proc_name``).
     """
     role = L.ROLE_NAMES.get(int(row["role"]), "?")
     if role == "?" and position is not None:
-        if position == 0:
-            return "feed"
-        return "aggregator" if position == count - 1 else f"worker {position - 1}"
+        return L.proc_name(position, count)
     return f"{role} {int(row['index'])}" if role == "worker" else role
 
 

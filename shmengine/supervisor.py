@@ -53,14 +53,6 @@ def process_age_s(pid="self"):
     return time.clock_gettime(time.CLOCK_BOOTTIME) - started
 
 
-def process_label(proc, n_workers):
-    if proc == P.FEED:
-        return "feed"
-    if proc == P.aggregator_proc(n_workers):
-        return "aggregator"
-    return f"worker {proc - 1}"
-
-
 def describe_exit(code):
     if code is None:
         return "still running"
@@ -120,13 +112,13 @@ class Supervisor:
         for i, p in enumerate(self.children):
             code = p.exitcode
             if code is not None and code != 0:
-                raise EngineFailed(f"{process_label(i, self.cfg.workers)} (pid {p.pid}) "
+                raise EngineFailed(f"{L.proc_name(i, len(self.children))} (pid {p.pid}) "
                                    f"{describe_exit(code)}")
             beat = int(procs[i]["heartbeat_ns"])
             limit = STARTUP_GRACE_S if startup or beat == 0 else self.cfg.heartbeat_timeout
             since = (now - (beat or self.started_ns)) / 1e9
             if code is None and since > limit:
-                raise EngineFailed(f"{process_label(i, self.cfg.workers)} (pid {p.pid}) sent no "
+                raise EngineFailed(f"{L.proc_name(i, len(self.children))} (pid {p.pid}) sent no "
                                    f"heartbeat for {since:.1f} s: hung")
 
     def wait(self):
