@@ -453,11 +453,15 @@ class _Stream:
     def _read_into(self, view):
         """Fill what the file gives of view. A gzip stream is read a piece at a time, so
         that what inflates before a damaged or cut-off part is kept."""
+        if self.file is self._raw:
+            try:
+                return self.file.readinto(view)
+            except OSError:
+                self.gzip_error = True  # (counted with a damaged gzip stream, as before)
+                return 0
         got = 0
         while got < len(view):
             try:
-                if self.file is self._raw:
-                    return self.file.readinto(view)
                 piece = self.file.read1(len(view) - got)
             except (EOFError, OSError, zlib.error):
                 self.gzip_error = True
