@@ -12,6 +12,7 @@ Every mapping is read-only: a strategy cannot disturb the engine, and the
 engine never waits for a strategy. A subscriber that falls a whole ring
 behind gets ``Lapped`` and resynchronises from ``table()``.
 """
+import difflib
 import time
 
 import numpy as np
@@ -49,8 +50,18 @@ class Symbols:
         try:
             return self.ids[name]
         except KeyError:
-            raise UnknownSymbol(f"unknown symbol {name!r} ({len(self.names)} symbols, "
-                                f"e.g. {', '.join(self.names[:3])})") from None
+            raise UnknownSymbol(f"unknown symbol {name!r} ({len(self.names)} symbols; "
+                                f"{self._hint(name)})") from None
+
+    def _hint(self, name):
+        """Names like an unknown one (its case changed, or a letter off), else the first few."""
+        text = str(name)
+        alike = [n for n in self.names if n.upper() == text.upper()]
+        alike += [n for n in difflib.get_close_matches(text.upper(), self.names, n=3)
+                  if n not in alike]
+        if alike:
+            return f"did you mean {', '.join(alike[:3])}?"
+        return f"e.g. {', '.join(self.names[:3])}"
 
     def name(self, symbol_id):
         return self.names[symbol_id]

@@ -6,7 +6,9 @@ import uuid
 
 import pytest
 
+import shmengine.market
 from shmengine import layout as L
+from shmengine.attach import Symbols, UnknownSymbol
 from shmengine import shm
 from shmengine.config import ConfigError, load, parse_cpu_list
 
@@ -116,6 +118,20 @@ def test_unknown_symbol():
     with engine("--symbols", 20, "--rate", 10_000) as proc:
         _one_line_error(cli("snapshot", proc.name, "NOPE"), "unknown symbol 'NOPE'")
         _one_line_error(cli("snapshot", proc.name, "99999"), "unknown symbol '99999'")
+        # the same name in another case, or a letter off, is suggested
+        name = shmengine.market.symbol_names(20)[3]
+        _one_line_error(cli("snapshot", proc.name, name.lower()),
+                        f"unknown symbol '{name.lower()}'", f"did you mean {name}")
+
+
+def test_unknown_symbol_suggests_names_alike():
+    symbols = Symbols(["NIF", "ZAU", "KTJ", "NIFA"])
+    with pytest.raises(UnknownSymbol, match=r"\(4 symbols; did you mean NIF, NIFA\?"):
+        symbols["nif"]
+    with pytest.raises(UnknownSymbol, match=r"did you mean ZAU\?"):
+        symbols["ZAV"]
+    with pytest.raises(UnknownSymbol, match=r"\(4 symbols; e\.g\. NIF, ZAU, KTJ\)"):
+        symbols["QQQQ"]
 
 
 def test_foreign_segment_with_the_engines_name(engine_name):
