@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shmengine import book as B
+from shmengine import order_map as M
 from shmengine.layout import (
     EV_ADD, EV_CANCEL, EV_CLEAR, EV_DELETE, EV_END, EV_EXECUTE, EV_EXECUTE_PRICE, EV_REPLACE,
     EV_STATUS, EV_TRADE, EV_WATERMARK, EVENT, FLAG_NON_PRINTABLE, NO_VENUE, RES_CLEAR, RES_END,
@@ -364,7 +365,7 @@ def test_order_map_rehashes_ids_that_pile_up(seed, stride):
             ev = event(EV_DELETE, 0, venue, order_id, seq=seq)
         pair.step(ev)
         check_order_map(pair.book, set(pair.naive.orders))
-    assert pair.book.order_info[B.HASHED] == (stride > 1)
+    assert pair.book.order_info[M.HASHED] == (stride > 1)
 
 
 def test_stale_orders_of_a_cleared_book_do_not_turn_hashing_on():
@@ -384,8 +385,8 @@ def test_stale_orders_of_a_cleared_book_do_not_turn_hashing_on():
             seq += 1
             pair.step(event(EV_DELETE, 0, 1, order_id - 10, seq=seq))
         check_order_map(pair.book, set(pair.naive.orders))
-    assert pair.book.order_info[B.HASHED] == 0
-    assert pair.book.order_info[B.OCCUPIED] == pair.book.order_info[B.LIVE] == 10
+    assert pair.book.order_info[M.HASHED] == 0
+    assert pair.book.order_info[M.OCCUPIED] == pair.book.order_info[M.LIVE] == 10
 
 
 def test_a_delete_shifts_back_a_key_from_the_next_block():
@@ -407,9 +408,9 @@ def test_a_delete_shifts_back_a_key_from_the_next_block():
 def expected_home(book, key):
     """The home slot of a key, as the map's docs define it."""
     size = len(book.orders)
-    if book.order_info[B.HASHED]:
+    if book.order_info[M.HASHED]:
         folded = (key ^ (key >> 32)) & 0xFFFFFFFF
-        return ((folded * 0x9E3779B1) & 0xFFFFFFFF) >> int(book.order_info[B.HASH_SHIFT])
+        return ((folded * 0x9E3779B1) & 0xFFFFFFFF) >> int(book.order_info[M.HASH_SHIFT])
     return (key >> 3) % size
 
 
@@ -425,19 +426,19 @@ def check_order_map(book, live):
         occupied += 1
         assert o["moving"] == 0
         home = expected_home(book, key)
-        assert (j - home) & mask <= book.order_info[B.MAX_DISPLACEMENT], j
+        assert (j - home) & mask <= book.order_info[M.MAX_DISPLACEMENT], j
         assert all(orders[(home + t) & mask]["key"] for t in range((j - home) & mask)), j
         venue = key & 7
-        if o["generation"] == book.venue_info[o["symbol"], venue, B.GENERATION]:
+        if o["generation"] == book.venue_info[o["symbol"], venue, M.GENERATION]:
             assert (venue, key >> 3) in live
             held += 1
-    assert held == len(live) == book.order_info[B.LIVE]
-    assert occupied == book.order_info[B.OCCUPIED]
+    assert held == len(live) == book.order_info[M.LIVE]
+    assert occupied == book.order_info[M.OCCUPIED]
     # keys lying past their home, counted per block of slots
     past = np.zeros_like(book.displaced)
     for j, o in enumerate(orders):
         if o["key"] and j != expected_home(book, int(o["key"])):
-            past[j >> B._BLOCK_SHIFT] += 1
+            past[j >> M._BLOCK_SHIFT] += 1
     assert past.tolist() == book.displaced.tolist()
 
 
@@ -643,7 +644,7 @@ def test_many_clears_reclaim_stale_slots():
     B.apply(book, stream(*events))
     assert book.counters.tolist() == [0, 0, 0]
     assert B.live_orders(book) == 8
-    assert book.order_info[B.OCCUPIED] <= len(book.orders) * 3 // 4
+    assert book.order_info[M.OCCUPIED] <= len(book.orders) * 3 // 4
     assert len(levels(book, 0, 0, SIDE_ASK)) == 8
 
 
