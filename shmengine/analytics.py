@@ -272,6 +272,18 @@ def new_analytics(symbols, n_venues, n_symbols_total, params, rows=None):
     )
 
 
+def state_nbytes(n_local, n_symbols_total, params):
+    """Bytes of the private arrays new_analytics() makes (the rows are the shared table's).
+
+    >>> state_nbytes(500, 1000, make_params())  # a worker owning half of 1000 symbols
+    """
+    p = np.asarray(params)[0]
+    per_symbol = (8 + SYMBOL_STATE.itemsize + 16 * int(p["vwap_buckets"])
+                  + 8 * int(p["ofi_buckets"]) + 16 * int(p["rv_samples"])
+                  + 32 * int(p["impact_pending"]))
+    return 8 * n_symbols_total + PARAMS.itemsize + n_local * per_symbol
+
+
 # ---------------------------------------------------------------------------
 # kernel
 #

@@ -54,7 +54,8 @@ from . import analytics
 from .atomics import prefetch
 from .order_map import (
     GENERATION, LIVE, MAX_ORDERS, VENUE_ORDERS, find_slot, find_symbol_order, insert_order,
-    is_live, new_order_map, order_key, prefetch_order, remove_order, valid_order_id,
+    is_live, map_nbytes, new_order_map, order_key, prefetch_order, remove_order,
+    valid_order_id,
 )
 from .layout import (
     EV_ADD, EV_CANCEL, EV_CLEAR, EV_DELETE, EV_END, EV_EXECUTE, EV_EXECUTE_PRICE,
@@ -153,6 +154,17 @@ def new_book(symbols, n_venues, n_symbols_total, max_levels=64, max_orders=1 << 
         deltas=np.zeros((2, 3), np.int64),
         counters=np.zeros(N_COUNTERS, np.int64),
     )
+
+
+def state_nbytes(n_local, n_venues, n_symbols_total, max_levels=64, max_orders=1 << 20):
+    """Bytes of the arrays new_book() makes for n_local symbols of n_symbols_total.
+
+    >>> state_nbytes(500, n_venues=4, n_symbols_total=1000, max_levels=64)
+    """
+    ladders = n_local * n_venues * 2  # each: a venue_info word, its levels, their count
+    per_symbol = 8 + RESULT.itemsize + 8 * 2 + 8  # symbols, quotes, depth, last_trade_ts
+    return (8 * n_symbols_total + n_local * per_symbol + map_nbytes(max_orders)
+            + ladders * 8 * (1 + 3 * max_levels + 1) + 8 * 2 * 3 + 8 * N_COUNTERS)
 
 
 # ---------------------------------------------------------------------------

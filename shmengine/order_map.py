@@ -66,14 +66,24 @@ GENERATION = 0
 VENUE_ORDERS = 1  # live orders of the (symbol, venue)
 
 
-def new_order_map(max_orders):
-    """(orders, order_info, displaced) of an empty map for up to max_orders live orders.
-
-    Live orders fill at most half the map; a sweep frees stale slots at three quarters.
-    """
+def _capacity(max_orders):
+    """Slots of a map for max_orders: live orders fill at most half of it (a sweep
+    frees stale slots at three quarters)."""
     capacity = 8
     while capacity < 2 * max_orders:
         capacity *= 2
+    return capacity
+
+
+def map_nbytes(max_orders):
+    """Bytes of the arrays new_order_map(max_orders) makes."""
+    capacity = _capacity(max_orders)
+    return capacity * ORDER.itemsize + N_ORDER_INFO * 8 + max(1, capacity >> _BLOCK_SHIFT)
+
+
+def new_order_map(max_orders):
+    """(orders, order_info, displaced) of an empty map for up to max_orders live orders."""
+    capacity = _capacity(max_orders)
     order_info = np.zeros(N_ORDER_INFO, np.int64)
     order_info[MAX_ORDERS] = max_orders
     order_info[HASH_SHIFT] = 32 - (capacity.bit_length() - 1)

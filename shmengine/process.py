@@ -157,6 +157,11 @@ def trial_batch(cfg, n_events=4096):
 DEFAULT_BOOK_ORDERS = 1 << 20
 
 
+def book_orders(cfg, n_owned):
+    """Live orders a worker's book holds: book_orders, or 64 per owned (symbol, venue)."""
+    return cfg.book_orders or max(64 * n_owned * cfg.venues, DEFAULT_BOOK_ORDERS)
+
+
 def worker_args(segs, cfg, w):
     from .analytics import make_params, new_analytics
     from .book import new_book
@@ -164,9 +169,8 @@ def worker_args(segs, cfg, w):
     from .worker import C_LEN, new_stage, run, run_with_kernels
     proc = worker_proc(w)
     owned = np.flatnonzero(segs.partition == w)
-    max_orders = cfg.book_orders or max(64 * len(owned) * cfg.venues, DEFAULT_BOOK_ORDERS)
     book = new_book(owned, cfg.venues, cfg.symbols, max_levels=cfg.book_levels,
-                    max_orders=max_orders)
+                    max_orders=book_orders(cfg, len(owned)))
     params = analytics_params(cfg)
     if params is None:  # same kernel types, nothing owned
         ana = new_analytics(owned[:0], cfg.venues, cfg.symbols, make_params(),

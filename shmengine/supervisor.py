@@ -15,16 +15,18 @@ import sys
 import threading
 import time
 
+import numpy as np
 import psutil
 
 from . import layout as L
+from . import memory
 from . import process as P
 from . import sources
 from ._core import lib
 from .config import cpu_plan
 from .export import save_table
 from .table import combine
-from .segments import EngineSegments
+from .segments import EngineSegments, partition_map
 from .stats import format_link
 
 POLL_S = 0.05
@@ -90,6 +92,8 @@ class Supervisor:
         cfg.symbols = len(names)
         if sources.parse(cfg.source)[0] == L.SRC_ITCH:
             cfg.venues = 1  # ITCH is one venue's feed
+        owned = np.bincount(partition_map(names, cfg.workers), minlength=cfg.workers)
+        memory.check(cfg, owned.tolist())  # before anything is created
         self.segs = EngineSegments.create(cfg, names, os.getpid(),
                                           int(me.create_time() * 1000),
                                           P.analytics_params(cfg))
