@@ -156,15 +156,21 @@ def new_book(symbols, n_venues, n_symbols_total, max_levels=64, max_orders=1 << 
     )
 
 
+def levels_nbytes(n_local, n_venues, max_levels):
+    """Bytes of the price ladders of n_local symbols (KEY, QTY, COUNT per level)."""
+    return n_local * n_venues * 2 * max_levels * 3 * 8
+
+
 def state_nbytes(n_local, n_venues, n_symbols_total, max_levels=64, max_orders=1 << 20):
     """Bytes of the arrays new_book() makes for n_local symbols of n_symbols_total.
 
     >>> state_nbytes(500, n_venues=4, n_symbols_total=1000, max_levels=64)
     """
-    ladders = n_local * n_venues * 2  # each: a venue_info word, its levels, their count
+    ladders = n_local * n_venues * 2  # each: a venue_info word and a level count
     per_symbol = 8 + RESULT.itemsize + 8 * 2 + 8  # symbols, quotes, depth, last_trade_ts
     return (8 * n_symbols_total + n_local * per_symbol + map_nbytes(max_orders)
-            + ladders * 8 * (1 + 3 * max_levels + 1) + 8 * 2 * 3 + 8 * N_COUNTERS)
+            + levels_nbytes(n_local, n_venues, max_levels) + ladders * 8 * 2
+            + 8 * 2 * 3 + 8 * N_COUNTERS)
 
 
 # ---------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def private_parts(cfg, owned):
     """[(what, bytes)] the processes hold privately; ``owned`` is each worker's symbol count."""
     books = sum(book.state_nbytes(n, cfg.venues, cfg.symbols, cfg.book_levels,
                                   book_orders(cfg, n)) for n in owned)
-    levels = sum(n * cfg.venues * 2 * cfg.book_levels * 24 for n in owned)
+    levels = sum(book.levels_nbytes(n, cfg.venues, cfg.book_levels) for n in owned)
     orders = ", ".join(f"{book_orders(cfg, n):,}" for n in owned)
     parts = [
         (f"book price levels (symbols x {cfg.venues} venues x 2 sides x {cfg.book_levels:,} "
