@@ -3,10 +3,27 @@
 The Parquet file has one row per symbol, a ``name`` column, one column per
 scalar field and a fixed-size list column per depth or venue array.
 """
+import json
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+
+def write_atomically(path, write):
+    """Call write(fh) on a file beside ``path`` and rename it to ``path`` when done: a
+    reader never sees half a file, and a failed write (a full disk) leaves none."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def to_arrow(table, names):
@@ -22,8 +39,13 @@ def to_arrow(table, names):
 
 
 def save_table(path, table, names):
-    """Write a table (TABLE array) to ``path`` (.npy or .parquet)."""
+    """Write a table (TABLE array) to ``path`` (.npy or .parquet), atomically."""
     if path.endswith(".parquet"):
-        pq.write_table(to_arrow(table, names), path)
+        write_atomically(path, lambda fh: pq.write_table(to_arrow(table, names), fh))
     else:
-        np.save(path, np.asarray(table))
+        write_atomically(path, lambda fh: np.save(fh, np.asarray(table)))
+
+
+def save_json(path, value):
+    """Write ``value`` as indented JSON to ``path``, atomically."""
+    write_atomically(path, lambda fh: fh.write(json.dumps(value, indent=1).encode()))

@@ -7,7 +7,6 @@ engine: the supervisor says which and why, stops the rest, removes every
 segment and exits non-zero.
 """
 import contextlib
-import json
 import multiprocessing
 import os
 import signal
@@ -24,7 +23,7 @@ from . import process as P
 from . import sources
 from ._core import lib
 from .config import cpu_plan
-from .export import save_table
+from .export import save_json, save_table
 from .table import combine
 from .segments import EngineSegments, partition_map
 from .stats import format_link
@@ -292,22 +291,31 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
             _say(f"engine {cfg.name} drained; serving its final state until "
                  f"`shmengine stop {cfg.name}`", out)
             sup.linger()
-        if cfg.save_snapshot:
-            save_table(cfg.save_snapshot, combine(sup.segs.snap.table(), sup.segs.ana.table()),
-                       sup.segs.symbol_names())
         figures = sup.summary(elapsed)
         _say(format_summary(figures), out)
-        if cfg.summary_json:
-            with open(cfg.summary_json, "w") as fh:
-                json.dump(figures, fh, indent=1)
-        if cfg.save_snapshot:
-            _say(f"snapshot table saved to {cfg.save_snapshot}", out)
-        return 0
+        return _save(cfg, sup.segs, figures, out, err)
     finally:
         sup.kill_children()
         sup.close()
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _save(cfg, segs, figures, out, err):
+    """Write what the run was asked to keep; a write that fails (a full disk) is one
+    line and exit code 1, and leaves no partial file."""
+    path = cfg.save_snapshot
+    try:
+        if path:
+            save_table(path, combine(segs.snap.table(), segs.ana.table()), segs.symbol_names())
+            _say(f"snapshot table saved to {path}", out)
+        path = cfg.summary_json
+        if path:
+            save_json(path, figures)
+    except OSError as exc:
+        _say(f"shmengine: error: could not write {path}: {exc.strerror or exc}", err)
+        return 1
+    return 0
 
 
 def engine_alive(info):

@@ -122,6 +122,41 @@ def test_events_limit_and_saved_snapshot(tmp_path):
     np.testing.assert_array_equal(arr["volume"], vol)
 
 
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB file system: room for a small table, not for a large one."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {res.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "npy"])
+def test_a_full_disk_at_the_end_keeps_the_summary_and_leaves_no_file(tiny_disk, suffix):
+    path = tiny_disk / f"final.{suffix}"
+    name = f"tfull{os.getpid()}"
+    res = cli("run", "--name", name, "--symbols", 1000, "--events", 100_000,
+              "--save-snapshot", path, "--summary-json", tiny_disk / "summary.json")
+    assert res.returncode == 1
+    assert "100,000 events" in res.stdout  # the summary came first
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"could not write {path}" in lines[0], res.stderr
+    assert os.listdir(tiny_disk) == []  # no partial table, and no summary after it failed
+    assert not segments_of(name)
+    # a table that fits is written whole
+    small = tiny_disk / f"small.{suffix}"
+    cli("run", "--name", name, "--symbols", 10, "--events", 10_000, "--save-snapshot", small,
+        check=True)
+    assert os.listdir(tiny_disk) == [small.name]
+
+
 def test_sigint_drains_and_exits_zero():
     with engine("--symbols", 100, "--workers", 2) as proc:
         time.sleep(0.5)
