@@ -509,10 +509,14 @@ typedef struct shme_proc_stats {
 #define SHME_SRC_JOURNAL 2
 #define SHME_SRC_UDP 3
 
+#define SHME_JOURNAL_OFF 0
+#define SHME_JOURNAL_ON 1
+#define SHME_JOURNAL_FAILED 2    /* a write failed (a full disk): stopped; the engine runs on */
+
 typedef struct shme_link_stats {
     uint32_t source;          /* SHME_SRC_* */
     uint8_t publishing;
-    uint8_t journaling;
+    uint8_t journaling;       /* SHME_JOURNAL_* */
     uint8_t _pad0[2];
     int64_t messages;
     int64_t bytes;

@@ -480,10 +480,14 @@ SRC_JOURNAL = 2
 SRC_UDP = 3
 SOURCE_KIND_NAMES = {SRC_SYNTHETIC: "synthetic", SRC_ITCH: "itch", SRC_JOURNAL: "journal",
                      SRC_UDP: "udp"}
+JOURNAL_OFF = 0     # the run writes no journal
+JOURNAL_ON = 1      # the feed writes one
+JOURNAL_FAILED = 2  # a write failed (a full disk): the journal stopped, the engine runs on
+
 LINK_STATS = np.dtype([
     ("source", "<u4"),           # SRC_*
     ("publishing", "u1"),        # 1 while the feed publishes to multicast
-    ("journaling", "u1"),        # 1 while the feed writes a journal
+    ("journaling", "u1"),        # JOURNAL_*
     ("_pad0", "u1", 2),
     ("messages", "<i8"),         # messages taken from the source
     ("bytes", "<i8"),            # bytes taken from the source

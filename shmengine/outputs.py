@@ -12,6 +12,7 @@ the feed process, so they see exactly the sequence the workers see.
                              --journal, from the journal for anything older
 """
 import os
+import sys
 import time
 
 import numpy as np
@@ -31,16 +32,37 @@ JOURNAL_FLUSH_S = 0.05  # a journal's partial block reaches the file at least th
 
 
 class Outputs:
-    def __init__(self, journal=None, publisher=None, server=None):
+    """The feed's outputs. A journal write that fails (a full disk, an I/O error)
+    stops the journal, not the engine: its readers keep their stream. The error
+    is one line on stderr, ``journaling`` in the link counters turns
+    JOURNAL_FAILED, and the supervisor ends the run with exit code 1."""
+
+    def __init__(self, journal=None, publisher=None, server=None, journal_state=None):
         self.journal = journal
         self.publisher = publisher
         self.server = server
+        self.journal_state = journal_state if journal_state is not None else \
+            L.JOURNAL_OFF if journal is None else L.JOURNAL_ON
         self.last_sent = self.last_flush = time.monotonic()
         self.journal_records = self.journal_flushes = 0
 
+    def _journal(self, act):
+        """Run act(journal); on a write error, stop the journal and say so."""
+        try:
+            act(self.journal)
+        except OSError as exc:
+            journal_failed(self.journal.path, self.journal_records, exc)
+            try:
+                self.journal.close()
+            except OSError:
+                pass
+            self.journal = None
+            self.journal_state = L.JOURNAL_FAILED
+            return False
+        return True
+
     def write(self, events):
-        if self.journal is not None:
-            self.journal.append(events)
+        if self.journal is not None and self._journal(lambda j: j.append(events)):
             self.journal_records += len(events)
         if self.publisher is not None:
             self.publisher.send(events)
@@ -51,8 +73,8 @@ class Outputs:
         requests, heartbeat when quiet."""
         now = time.monotonic()
         if self.journal is not None and now - self.last_flush >= JOURNAL_FLUSH_S:
-            self.journal.flush()
-            self.journal_flushes += 1
+            if self._journal(lambda j: j.flush()):
+                self.journal_flushes += 1
             self.last_flush = now
         if self.server is not None:
             self.server.poll()
@@ -61,7 +83,7 @@ class Outputs:
             self.last_sent = time.monotonic()
 
     def count(self, link):
-        link["journaling"] = self.journal is not None
+        link["journaling"] = self.journal_state
         link["publishing"] = self.publisher is not None
         link["journal_records"] = self.journal_records
         link["journal_bytes"] = self.journal_records * L.EVENT.itemsize
@@ -77,7 +99,7 @@ class Outputs:
         """Flush the journal; tell subscribers the session ended, then keep answering
         their requests for the gaps they still have until they go quiet."""
         if self.journal is not None:
-            self.journal.close()
+            self._journal(lambda j: j.close())
         if self.publisher is not None:
             self.publisher.end()
         if self.server is not None:
@@ -92,14 +114,25 @@ class Outputs:
             self.publisher.close()
 
 
+def journal_failed(path, records, exc):
+    print(f"shmengine: journal {path} stopped after taking {records:,} events: "
+          f"{exc.strerror or exc}; the engine runs on without it (`shmengine journal check "
+          f"{path} --repair` keeps its whole blocks)", file=sys.stderr, flush=True)
+
+
 def open_outputs(cfg, names):
     journal = publisher = server = None
+    journal_state = L.JOURNAL_ON if cfg.journal else L.JOURNAL_OFF
     if cfg.journal:
         from .journal import JournalWriter
-        os.makedirs(cfg.journal, exist_ok=True)
-        with open(os.path.join(cfg.journal, NAMES_FILE), "w") as fh:
-            fh.write("".join(f"{n}\n" for n in names))
-        journal = JournalWriter(cfg.journal, session=cfg.name[:10])
+        try:
+            os.makedirs(cfg.journal, exist_ok=True)
+            with open(os.path.join(cfg.journal, NAMES_FILE), "w") as fh:
+                fh.write("".join(f"{n}\n" for n in names))
+            journal = JournalWriter(cfg.journal, session=cfg.name[:10])
+        except OSError as exc:
+            journal_failed(cfg.journal, 0, exc)
+            journal_state = L.JOURNAL_FAILED
     if cfg.publish:
         from .multicast import DEFAULT_HISTORY, Publisher, RetransmitServer
         opts = publish_options(cfg.publish)
@@ -111,7 +144,7 @@ def open_outputs(cfg, names):
                                   host=opts.get("interface") or "0.0.0.0",
                                   port=int(opts.get("retransmit", opts["port"] + 1)),
                                   names=names)
-    return Outputs(journal, publisher, server)
+    return Outputs(journal, publisher, server, journal_state)
 
 
 PUBLISH_OPTIONS = ("interface", "ttl", "retransmit", "history")

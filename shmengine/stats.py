@@ -39,7 +39,8 @@ def format_link(link):
             f"{k[4:]} {link[k]:,}" for k in ("pub_packets", "pub_messages", "pub_heartbeats",
                                               "pub_requests", "pub_resent")))
     if link["journaling"]:
-        lines.append(f"journal: {link['journal_records']:,} records, "
+        failed = "STOPPED by a write error: " if link["journaling"] == L.JOURNAL_FAILED else ""
+        lines.append(f"journal: {failed}{link['journal_records']:,} records, "
                      f"{link['journal_bytes']:,} bytes, {link['journal_flushes']:,} flushes")
     return lines
 

@@ -293,7 +293,12 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
             sup.linger()
         figures = sup.summary(elapsed)
         _say(format_summary(figures), out)
-        return _save(cfg, sup.segs, figures, out, err)
+        code = _save(cfg, sup.segs, figures, out, err)
+        if sup.segs.stats.link["journaling"] == L.JOURNAL_FAILED:
+            _say(f"shmengine: error: the journal {cfg.journal} stopped early (a write failed, "
+                 "see above): it misses the run's later events", err)
+            code = 1
+        return code
     finally:
         sup.kill_children()
         sup.close()

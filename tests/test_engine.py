@@ -157,6 +157,24 @@ def test_a_full_disk_at_the_end_keeps_the_summary_and_leaves_no_file(tiny_disk, 
     assert os.listdir(tiny_disk) == [small.name]
 
 
+def test_a_full_disk_stops_the_journal_not_the_engine(tiny_disk):
+    name = f"tjfull{os.getpid()}"
+    res = cli("run", "--name", name, "--symbols", 100, "--events", 300_000,
+              "--journal", tiny_disk / "j")
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert "300,000 events" in res.stdout  # every event went through
+    assert "journal: STOPPED by a write error" in res.stdout
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 2, res.stderr
+    assert f"journal {tiny_disk / 'j'} stopped after taking" in lines[0]
+    assert "No space left on device" in lines[0] and "--repair" in lines[0]
+    assert "the journal" in lines[1] and "stopped early" in lines[1]
+    assert not segments_of(name)
+    check = cli("journal", "check", tiny_disk / "j")
+    assert "truncated" in check.stdout + check.stderr
+
+
 def test_sigint_drains_and_exits_zero():
     with engine("--symbols", 100, "--workers", 2) as proc:
         time.sleep(0.5)
