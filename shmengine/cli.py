@@ -409,6 +409,11 @@ def main(argv=None):
         from .supervisor import silence
         silence(sys.stdout)
         return 0
+    except OSError as exc:
+        # what the system refused: a file that cannot be written, a full disk, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"shmengine: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

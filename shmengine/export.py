@@ -20,9 +20,11 @@ def write_atomically(path, write):
         with open(tmp, "wb") as fh:
             write(fh)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename == tmp:  # name the file asked for
+            raise OSError(exc.errno, exc.strerror, path) from None
         raise
 
 

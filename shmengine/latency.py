@@ -22,6 +22,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from . import layout as L
+from .export import save_json, write_atomically
 from .hist import new_histogram, to_hdr
 
 POINTS = (50, 90, 99, 99.9, 99.99)
@@ -90,8 +91,7 @@ class LatencyReport:
                "stages": {n: h.encode().decode() if h.get_total_count() else ""
                           for n, h in self.stages.items()},
                "throughput": self.throughput}
-        with open(path, "w") as fh:
-            json.dump(doc, fh, indent=1)
+        save_json(path, doc)
 
     def means(self):
         return {n: h.get_mean_value() if h.get_total_count() else 0.0
@@ -177,8 +177,11 @@ class LatencyReport:
             {"source": self.source, "stages": {n: self.stages[n].get_total_count()
                                                for n in drawn},
              "throughput_samples": len(self.throughput)})}
-        fig.savefig(path, format="png", dpi=100, metadata=meta)
-        plt.close(fig)
+        try:
+            write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=100,
+                                                          metadata=meta))
+        finally:
+            plt.close(fig)
 
 
 def _sample_events(segs, watch_s, every_s):

@@ -1,5 +1,6 @@
 """Stage latencies: recorded by the aggregator, read by `shmengine latency`."""
 import json
+import os
 
 import numpy as np
 from PIL import Image
@@ -118,3 +119,17 @@ def test_bad_input(tmp_path):
     assert res.returncode == 1 and "not an encoded HdrHistogram" in res.stderr
     res = cli("latency", "x", "--watch", -1)
     assert res.returncode == 1 and "--watch" in res.stderr
+
+
+def test_a_file_that_cannot_be_written_is_one_line(tmp_path):
+    # a report to read: the one a finished run writes
+    summary = tmp_path / "summary.json"
+    cli("run", "--name", f"tlatw{os.getpid()}", "--symbols", 20, "--events", 20_000,
+        "--summary-json", summary, check=True)
+    for flag, path in (("--save", "/proc/lat.json"), ("--plot", "/proc/lat.png"),
+                       ("--save", tmp_path / "no" / "lat.json")):
+        res = cli("latency", "--from", summary, flag, path)
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert lines == [f"shmengine: error: {path}: No such file or directory"], res.stderr
+    assert os.listdir(tmp_path) == ["summary.json"]  # and no temporary file left
