@@ -26,6 +26,7 @@ import tomllib
 
 from . import config
 from . import layout as L
+from . import memory
 
 HIGH_LOAD_PERCENT = 50.0    # a recommended CPU busier than this already runs other work
 HIGH_STEAL_PERCENT = 5.0    # a vCPU losing more than this to the host is contended
@@ -71,6 +72,8 @@ class Facts:
     busy: dict          # cpu -> percent busy over ``interval`` (since boot when 0)
     steal: dict         # cpu -> percent taken by the hypervisor over the same time
     interval: float
+    mem_available: int = None  # bytes (MemAvailable); None when procfs does not say
+    shm_free: int = None       # bytes free in /dev/shm
 
     @property
     def usable(self):
@@ -172,6 +175,12 @@ class Machine:
                 times[int(name[3:])] = (total - t[3] - t[4] - t[7], t[7], total)
         return times
 
+    def mem_available(self):
+        for line in (self._text(self.procfs, "meminfo") or "").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+        return None
+
     def read(self, interval=0.5):
         """All the facts; per-CPU load over ``interval`` seconds (since boot when 0)."""
         online = self.online()
@@ -190,7 +199,8 @@ class Machine:
                      nodes=self.numa_nodes(online), isolated=self.isolated(),
                      nohz_full=self.cmdline_cpus("nohz_full"),
                      governors=self.governors(online), vm=self.hypervisor(),
-                     loadavg=self.loadavg(), busy=busy, steal=steal, interval=interval)
+                     loadavg=self.loadavg(), busy=busy, steal=steal, interval=interval,
+                     mem_available=self.mem_available(), shm_free=memory.host_shm_free())
 
 
 # ---------------------------------------------------------------- advice
@@ -352,6 +362,12 @@ def diagnose(facts, cfg, path=None):
         given_plan = config.cpu_plan(cfg)
         given = {"cpus": cfg.cpus, "plan": dict(zip(labels, given_plan)),
                  "warnings": check_given(facts, given_plan, labels, spin)}
+    mem = None
+    if facts.mem_available is not None:
+        mem = memory.plan(cfg, memory.even_split(cfg.symbols, cfg.workers),
+                          facts.mem_available, facts.shm_free)
+        if mem["problem"]:
+            warnings.append(mem["problem"])
     cpus_arg = ",".join(map(str, plan))
     command = " ".join(filter(None, (taskset, "shmengine run", path,
                                      f"--workers {cfg.workers} --wait {cfg.wait}",
@@ -375,6 +391,7 @@ def diagnose(facts, cfg, path=None):
         "recommended": {"cpus": plan, "cpus_arg": cpus_arg, "plan": dict(zip(labels, plan)),
                         "taskset": taskset or None, "leave_idle": idle, "command": command},
         "given": given,
+        "memory": mem,
         "warnings": warnings,
         "notes": notes,
     }
@@ -428,6 +445,8 @@ def format_report(doc):
         lines += ["", f"given cpus {','.join(map(str, g['cpus']))}: "
                   + "  ".join(f"{label}: {c}" for label, c in g["plan"].items())]
         lines += [f"  warning: {w}" for w in g["warnings"]] or ["  no problem found"]
+    if doc["memory"] is not None:
+        lines += [""] + memory.describe(doc["memory"])
     if doc["warnings"] or doc["notes"]:
         lines.append("")
     lines += [f"warning: {w}" for w in doc["warnings"]]

@@ -10,6 +10,7 @@ it made left filling /dev/shm.
 
     parts = shared_parts(cfg, n_symbols) + private_parts(cfg, owned)  # [(what, bytes)]
     check(cfg, owned)              # ConfigError when the run does not fit this host
+    plan(cfg, owned, available, shm_free)   # the same as a dict, for reports
 """
 import os
 
@@ -72,7 +73,42 @@ def private_parts(cfg, owned):
 
 
 def _gib(n):
-    return f"{n / 2**30:.1f} GiB"
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def even_split(n_symbols, n_workers):
+    """Symbols per worker when they spread evenly (the partition map nearly does)."""
+    return [n_symbols // n_workers + (w < n_symbols % n_workers) for w in range(n_workers)]
+
+
+def host_available():
+    """Bytes this host can give a new run now (MemAvailable)."""
+    return psutil.virtual_memory().available
+
+
+def host_shm_free():
+    """Bytes free in /dev/shm, where the segments live."""
+    st = os.statvfs(SHM_DIR)
+    return st.f_bavail * st.f_frsize
+
+
+def plan(cfg, owned, available, shm_free):
+    """What the run holds against what the host has, as a dict; ``problem`` says
+    why it does not fit (None when it does)."""
+    shared = shared_parts(cfg, cfg.symbols)
+    parts = sorted(shared + private_parts(cfg, owned), key=lambda p: -p[1])
+    need_shared = sum(n for _, n in shared)
+    need = sum(n for _, n in parts)
+    problem = None
+    if need_shared > shm_free:
+        problem = (f"the run's segments need {_gib(need_shared)} but {SHM_DIR} has "
+                   f"{_gib(shm_free)} free ({_largest(shared)})")
+    elif need > available:
+        problem = (f"the run needs {_gib(need)} of memory but this host has "
+                   f"{_gib(available)} available ({_largest(parts)})")
+    return {"total_bytes": need, "shared_bytes": need_shared, "available_bytes": available,
+            "shm_free_bytes": shm_free, "problem": problem,
+            "parts": [{"what": what, "bytes": n} for what, n in parts]}
 
 
 def _largest(parts, k=2):
@@ -82,19 +118,17 @@ def _largest(parts, k=2):
 def check(cfg, owned, available=None, shm_free=None):
     """Raise ConfigError when the run's segments do not fit /dev/shm or the whole run
     does not fit the memory this host has available (or the figures given)."""
-    if available is None:
-        available = psutil.virtual_memory().available
-    if shm_free is None:
-        st = os.statvfs(SHM_DIR)
-        shm_free = st.f_bavail * st.f_frsize
-    shared = shared_parts(cfg, cfg.symbols)
-    private = private_parts(cfg, owned)
-    need_shared = sum(n for _, n in shared)
-    if need_shared > shm_free:
-        raise ConfigError(f"the run's segments need {_gib(need_shared)} but {SHM_DIR} has "
-                          f"{_gib(shm_free)} free ({_largest(shared)})")
-    need = need_shared + sum(n for _, n in private)
-    if need > available:
-        raise ConfigError(f"the run needs {_gib(need)} of memory but this host has "
-                          f"{_gib(available)} available "
-                          f"({_largest(sorted(shared + private, key=lambda p: -p[1]))})")
+    p = plan(cfg, owned, host_available() if available is None else available,
+             host_shm_free() if shm_free is None else shm_free)
+    if p["problem"]:
+        raise ConfigError(p["problem"])
+
+
+def describe(p):
+    """Lines on a plan for a report."""
+    lines = [f"memory: the run holds about {_gib(p['total_bytes'])} "
+             f"({_gib(p['shared_bytes'])} of it segments in {SHM_DIR}); this host has "
+             f"{_gib(p['available_bytes'])} available, {_gib(p['shm_free_bytes'])} free in "
+             f"{SHM_DIR}"]
+    lines += [f"  {_gib(part['bytes']):>9}  {part['what']}" for part in p["parts"][:3]]
+    return lines

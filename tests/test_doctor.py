@@ -30,7 +30,7 @@ def write(root, path, text):
 
 
 def fake_server(root, isolcpus="", nohz_full="", affinity=None, governor="performance",
-                busy=None, vm=False):
+                busy=None, vm=False, mem_available_kb=None):
     """A sysfs/procfs tree of a 2-socket, 16-core SMT server; returns its Machine.
 
     ``busy`` maps CPUs to the percent of time busy since boot (the others idle).
@@ -66,6 +66,10 @@ def fake_server(root, isolcpus="", nohz_full="", affinity=None, governor="perfor
         b = (busy or {}).get(n, 0)
         stat.append(f"cpu{n} {b * 100} 0 0 {(100 - b) * 100} 0 0 0 0 0 0")
     write(root, "proc/stat", "\n".join(stat) + "\nintr 0\n")
+    if mem_available_kb is not None:
+        write(root, "proc/meminfo", f"MemTotal:       {2 * mem_available_kb} kB\n"
+                                    f"MemFree:        {mem_available_kb} kB\n"
+                                    f"MemAvailable:   {mem_available_kb} kB\n")
     return Machine(sysfs=root / "sys", procfs=root / "proc")
 
 
@@ -282,6 +286,30 @@ def test_text_report_of_fake_server(tmp_path, capsys):
     assert "SMT on" in out and "2 NUMA node(s)" in out
     assert re.search(r"^warning: wait spin .* oversubscribes", out, re.M), out
     assert re.search(r"^warning: .*'powersave'", out, re.M), out
+
+
+def test_memory_of_the_run_against_the_host(tmp_path, capsys):
+    from types import SimpleNamespace
+    from shmengine.doctor import cmd_doctor
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text("symbols = 10000\nvenues = 8\nbook_levels = 4096\nworkers = 2\n")
+    small = fake_server(tmp_path / "small", mem_available_kb=8 << 20)  # 8 GiB
+    doc = diagnose(small.read(interval=0), load_config(str(cfg), None, None, None), str(cfg))
+    mem = doc["memory"]
+    assert mem["available_bytes"] == 8 << 30
+    assert mem["parts"][0]["bytes"] == 10_000 * 8 * 2 * 4096 * 24  # the price levels
+    assert mem["problem"].startswith("the run needs 16.") and mem["problem"] in doc["warnings"]
+    large = fake_server(tmp_path / "large", mem_available_kb=64 << 20)
+    args = SimpleNamespace(config=str(cfg), workers=None, wait=None, cpus=None, interval=0,
+                           json=False)
+    assert cmd_doctor(args, large) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^memory: the run holds about 16\.\d GiB .* 64\.0 GiB available", out,
+                     re.M), out
+    assert "14.6 GiB  book price levels" in out and "warning: the run needs" not in out
+    # without /proc/meminfo the doctor says nothing of memory
+    assert diagnose(fake_server(tmp_path / "none").read(interval=0),
+                    load_config(None, 1, None, None))["memory"] is None
 
 
 # ---------------------------------------------------------------- config and errors
