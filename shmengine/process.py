@@ -16,7 +16,7 @@ import numpy as np
 from . import layout as L
 from ._core import lib
 from . import sources
-from .config import batch_scheduled, cpu_plan, shares_cpu, spin_budget
+from .config import ConfigError, batch_scheduled, cpu_plan, shares_cpu, spin_budget
 from .segments import EngineSegments
 
 BUDGET_NS = 50_000_000
@@ -226,6 +226,20 @@ def _await_others(procs):
     while not all(int(s) == L.RUN_RUNNING for s in procs["state"][FEED + 1:]):
         procs[FEED]["heartbeat_ns"] = lib.shme_monotonic_ns()
         time.sleep(0.0002)
+
+
+def child_main(target, *args):
+    """A child process's entry. What the system or the configuration refuses in it (a
+    socket that cannot be opened, a file that cannot be read) is one line on stderr
+    and exit code 1, after which the supervisor names the process that stopped; a
+    traceback is left for what is a bug."""
+    try:
+        target(*args)
+    except (OSError, ConfigError) as exc:
+        with open("/proc/self/comm") as fh:
+            name = fh.read().strip()
+        print(f"shmengine: {name}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def run_feed(engine, cfg, cpu):

@@ -85,7 +85,26 @@ def parse_udp(url, what):
         raise ConfigError(f"{what} {url!r}: {parts.hostname} is not an IPv4 multicast group "
                           f"(224.0.0.0 to 239.255.255.255)")
     opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if "interface" in opts:
+        check_interface(opts["interface"], f"{what} {url!r}")
     return {"group": parts.hostname, "port": port, **opts}
+
+
+def check_interface(address, what):
+    """An interface=IP option must name an IPv4 address of this host (of its network
+    namespace): the socket calls that take it fail only once the engine runs."""
+    import socket
+    import psutil
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise ConfigError(f"{what}: interface must be an IPv4 address, got {address!r}") \
+            from None
+    mine = sorted({a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                   if a.family == socket.AF_INET})
+    if address not in mine:
+        raise ConfigError(f"{what}: interface {address} is not an address of this host "
+                          f"(it has {', '.join(mine) or 'none'})")
 
 
 def itch_midnight_ns(day):

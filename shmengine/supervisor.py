@@ -105,7 +105,7 @@ class Supervisor:
         specs += [(P.run_aggregator, (cfg.name, cfg, cpus[-1]))]
         self.started_ns = lib.shme_monotonic_ns()
         for target, args in specs:
-            p = ctx.Process(target=target, args=args, daemon=True)
+            p = ctx.Process(target=P.child_main, args=(target, *args), daemon=True)
             p.start()
             self.children.append(p)
 

@@ -47,6 +47,10 @@ def _one_line_error(res, *needles):
     (["--save-snapshot", "/nonexistent/dir/t.npy"], "no directory /nonexistent/dir"),
     (["--summary-json", "/nonexistent/s.json"], "no directory /nonexistent"),
     (["--save-snapshot", "/proc/t.npy"], "cannot write in /proc"),
+    # an interface the sockets would refuse only once the engine runs
+    (["--publish", "udp://239.1.1.1:5000?interface=198.51.100.77"],
+     "interface 198.51.100.77 is not an address of this host"),
+    (["--source", "udp://239.1.1.1:5000?interface=eth0"], "interface must be an IPv4 address"),
     (["--journal", "/proc/j/today"], "cannot write in /proc"),
     (["--journal", "/etc/hostname"], "is not a directory"),
 ])

@@ -175,6 +175,26 @@ def test_a_full_disk_stops_the_journal_not_the_engine(tiny_disk):
     assert "truncated" in check.stdout + check.stderr
 
 
+def test_a_child_that_the_system_refuses_says_so_in_one_line():
+    import socket
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("0.0.0.0", 0))  # the retransmission server's port, held by another socket
+    port = taken.getsockname()[1]
+    try:
+        name = f"tport{os.getpid()}"
+        res = cli("run", "--name", name, "--symbols", 50, "--duration", 5, "--publish",
+                  f"udp://239.1.1.1:{port - 1}?interface=127.0.0.1&retransmit={port}")
+    finally:
+        taken.close()
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 2, res.stderr
+    assert lines[0].startswith("shmengine: shme-feed: ") and "Address already in use" in lines[0]
+    assert "feed" in lines[1] and "exited with status 1" in lines[1]
+    assert not segments_of(name)
+
+
 def test_sigint_drains_and_exits_zero():
     with engine("--symbols", 100, "--workers", 2) as proc:
         time.sleep(0.5)
