@@ -84,10 +84,17 @@ class Subscription:
         return self.reader.position
 
     def poll(self, max_n=4096):
+        self._check_open()
         return self.reader.poll(max_n)
+
+    def _check_open(self):
+        if self.engine.closed:
+            raise ValueError(f"engine {self.engine.name!r} is closed: attach again and "
+                             "subscribe to follow its stream")
 
     def __iter__(self):
         while True:
+            self._check_open()
             batch = self.reader.poll()
             if len(batch) == 0:
                 if not self.engine.running():
@@ -95,6 +102,16 @@ class Subscription:
                 self.engine._idle()
                 continue
             yield from batch
+
+
+class _Closed:
+    """The segments of an Engine after close(): any use says so."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __getattr__(self, attr):
+        raise ValueError(f"engine {self.name!r} is closed: attach again to read it")
 
 
 class Engine:
@@ -119,9 +136,14 @@ class Engine:
         self.close()
 
     def close(self):
-        if self.segs is not None:
+        """Unmap the engine's segments; rows and tables already read stay valid."""
+        if not isinstance(self.segs, _Closed):
             self.segs.close()
-            self.segs = None
+            self.segs = _Closed(self.name)
+
+    @property
+    def closed(self):
+        return isinstance(self.segs, _Closed)
 
     def state(self):
         """'starting', 'running', 'draining', 'stopped' (drained, lingering) or 'failed'."""

@@ -38,7 +38,8 @@ def segment_name(engine, part):
 
 
 def check_engine_name(engine):
-    if not engine or len(engine) > 64 or not all(c.isalnum() or c in "-_" for c in engine):
+    if not isinstance(engine, str) or not engine or len(engine) > 64 \
+            or not all(c.isalnum() or c in "-_" for c in engine):
         raise ValueError(f"bad engine name {engine!r}: use 1-64 letters, digits, '-' or '_'")
     return engine
 

@@ -71,6 +71,25 @@ def test_attach_follow_and_stop():
         _no_children_left(proc)
 
 
+def test_a_closed_engine_says_so_and_what_was_read_stays():
+    with engine("--symbols", 20, "--rate", 50_000) as proc:
+        eng = shmengine.attach(proc.name)
+        sub = eng.subscribe()
+        name = eng.symbols.name(0)
+        row, table = eng.snapshot(name), eng.table()
+        eng.close()
+        eng.close()  # a second close is nothing
+        assert eng.closed
+        for use in (lambda: eng.snapshot(name), eng.table, eng.stats, eng.subscribe,
+                    lambda: sub.poll(), lambda: next(iter(sub))):
+            with pytest.raises(ValueError, match=f"engine '{proc.name}' is closed"):
+                use()
+        assert row["symbol"] == 0 and len(table) == 20  # copies, not views of the mapping
+    for bad in (123, None, "", "../x"):
+        with pytest.raises(ValueError, match="bad engine name"):
+            shmengine.attach(bad)
+
+
 def test_worker_killed_stops_the_engine_with_a_reason():
     with engine("--symbols", 100, "--workers", 2, "--rate", 100_000) as proc:
         with shmengine.attach(proc.name) as eng:
