@@ -222,6 +222,28 @@ def add_parser(sub):
     p.set_defaults(func=cmd_top)
 
 
+def _batch(eng, before, cpu, pids, args):
+    """Output that is not a terminal (a pipe, a file): a text frame every interval, as
+    ``top -b`` does, until the engine stops."""
+    console = Console(width=120, highlight=False)
+    try:
+        while True:
+            time.sleep(args.interval)
+            after = Reading(eng)
+            # rendered apart and written plainly: rich would exit 1 on a closed pipe
+            with console.capture() as frame:
+                console.print(Frame(eng, before, after, cpu.sample(pids), args.symbols)
+                              .render())
+            sys.stdout.write(frame.get() + "\n")
+            sys.stdout.flush()
+            before = after
+            if not eng.running():
+                print(f"engine {eng.name} is {eng.state()}")
+                return 0
+    except KeyboardInterrupt:
+        return 0
+
+
 def cmd_top(args):
     from .attach import attach
     if args.interval <= 0:
@@ -240,6 +262,8 @@ def cmd_top(args):
                     highlight=False).print(frame.render())
             return 0
         console = Console(highlight=False)
+        if not console.is_terminal:
+            return _batch(eng, before, cpu, pids, args)
         try:
             with Keys() as keys, Live(console=console, screen=console.is_terminal,
                                       auto_refresh=False) as live:

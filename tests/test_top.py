@@ -105,6 +105,20 @@ def test_top_exits_when_the_engine_stops_and_rejects_bad_flags():
                               "--interval", "0.2"], capture_output=True, text=True, cwd=ROOT,
                              timeout=60, stdin=subprocess.DEVNULL)
         assert top.returncode == 0 and "most active symbols" in top.stdout
+        # not a terminal: a text frame every interval (top -b), then the engine's end
+        frames = top.stdout.count(f"engine {proc.name}  running")
+        assert frames >= 5, top.stdout
+        assert f"engine {proc.name} is stopped" in top.stdout
+    with engine("--symbols", 50, "--rate", 20_000) as proc:
+        # a reader that goes away (`shmengine top prod | head -3`) is not an error
+        top = subprocess.Popen([sys.executable, "-m", "shmengine.cli", "top", proc.name,
+                                "--interval", "0.2"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               stdin=subprocess.DEVNULL)
+        first = [top.stdout.readline() for _ in range(3)]
+        top.stdout.close()
+        assert top.wait(timeout=30) == 0 and top.stderr.read() == ""
+        assert first[0].startswith(f"engine {proc.name}  running")
     res = cli("top", "nosuchengine", "--once")
     assert res.returncode == 1 and "no engine named" in res.stderr
     assert "Traceback" not in res.stderr
