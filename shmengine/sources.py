@@ -24,10 +24,12 @@ DIRECTORY_WAIT_S for the publisher to come up).
 """
 import ipaddress
 import os
+import socket
 import sys
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import psutil
 
 from . import layout as L
 from .config import ConfigError
@@ -93,8 +95,6 @@ def parse_udp(url, what):
 def check_interface(address, what):
     """An interface=IP option must name an IPv4 address of this host (of its network
     namespace): the socket calls that take it fail only once the engine runs."""
-    import socket
-    import psutil
     try:
         ipaddress.IPv4Address(address)
     except ValueError:
