@@ -41,6 +41,10 @@ class EngineFailed(Exception):
     pass
 
 
+class StartInterrupted(Exception):
+    """SIGINT or SIGTERM while the engine was being set up (its kernels compiling)."""
+
+
 def process_age_s(pid="self"):
     """Seconds since a process started, to the kernel's clock tick (10 ms).
 
@@ -75,14 +79,28 @@ class Supervisor:
         self.started_ns = 0
         self.first_snapshot_s = None  # process start -> first published snapshot row
         self.started = False  # every process reached RUN_RUNNING
+        self.setting_up = False  # in start(): a stop request interrupts it
 
     def _set_state(self, state):
         self.segs.info["run_state"] = state
 
     def _on_signal(self, signum, frame):
         self.stop_requested = True
+        if self.setting_up:
+            # A cold numba cache compiles for tens of seconds: stop now, not after.
+            self.setting_up = False
+            raise StartInterrupted()
 
     def start(self):
+        self.setting_up = True
+        try:
+            self._start()
+        finally:
+            self.setting_up = False
+        if self.stop_requested:
+            raise StartInterrupted()
+
+    def _start(self):
         cfg = self.cfg
         P.user_kernels(cfg)  # a broken kernel stops the start before anything is created
         me = psutil.Process()
@@ -275,7 +293,11 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
     sup = Supervisor(cfg, out)
     old = {s: signal.signal(s, sup._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        sup.start()
+        try:
+            sup.start()
+        except StartInterrupted:
+            _say(f"engine {cfg.name} stopped before it started", out)
+            return 0
         _say(f"engine {cfg.name} running: {cfg.symbols} symbols, {cfg.venues} venues, "
              f"{cfg.workers} worker(s), pid {os.getpid()}", out)
         try:

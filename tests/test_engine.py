@@ -214,6 +214,27 @@ def test_a_child_that_the_system_refuses_says_so_in_one_line():
     assert not segments_of(name)
 
 
+def test_sigint_while_the_kernels_compile_stops_at_once(tmp_path):
+    name = f"tcold{os.getpid()}"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))  # a cold cache
+    proc = subprocess.Popen([sys.executable, "-m", "shmengine.cli", "run", "--name", name,
+                             "--symbols", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=env)
+    try:
+        line = proc.stdout.readline()  # said after 2 s of compiling
+        assert line.startswith("compiling the engine's kernels"), line
+        proc.send_signal(signal.SIGINT)
+        t = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t < 10  # not after the compile (tens of seconds)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert f"engine {name} stopped before it started" in out
+    assert "Traceback" not in err
+    assert not segments_of(name)
+
+
 def test_sigint_drains_and_exits_zero():
     with engine("--symbols", 100, "--workers", 2) as proc:
         time.sleep(0.5)
