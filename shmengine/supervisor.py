@@ -35,6 +35,8 @@ DRAIN_TIMEOUT_S = 30.0
 COMPILE_NOTICE_S = 2.0    # kernels not loaded by then are being compiled: say so
 COMPILE_NOTICE = ("compiling the engine's kernels: the first start after an install or an "
                   "upgrade takes tens of seconds; later starts load them from numba's cache")
+KERNELS_NOTICE = ("compiling the worker loop for the run's kernels: a few seconds at each "
+                  "start, tens of seconds the first time after an install or an upgrade")
 
 
 class EngineFailed(Exception):
@@ -115,7 +117,8 @@ class Supervisor:
                                           int(me.create_time() * 1000),
                                           P.analytics_params(cfg))
         cfg.cpus = cpus = cpu_plan(cfg)  # resolved here: each child pins itself to one CPU
-        with notice_if_slow(COMPILE_NOTICE_S, COMPILE_NOTICE, self.out):
+        notice = KERNELS_NOTICE if cfg.kernels else COMPILE_NOTICE
+        with notice_if_slow(COMPILE_NOTICE_S, notice, self.out):
             P.preload(self.segs, cfg)
         ctx = multiprocessing.get_context("fork")
         specs = [(P.run_feed, (cfg.name, cfg, cpus[0]))]
