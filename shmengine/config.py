@@ -127,6 +127,7 @@ def load(path=None, overrides=None):
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    _journal_venues(values)
     known = _field_types()
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -134,6 +135,25 @@ def load(path=None, overrides=None):
     cfg = Config(**{k: _coerce(k, v, known[k]) for k, v in values.items()})
     check(cfg)
     return cfg
+
+
+def _journal_venues(values):
+    """A replay takes the venues its journal was written with, unless told otherwise;
+    fewer would drop the events of the others."""
+    source = values.get("source")
+    if not isinstance(source, str) or not source.startswith("journal:"):
+        return
+    from .sources import journal_stream
+    path = source[len("journal:"):]
+    stream = journal_stream(path)
+    if stream is None:
+        return
+    venues = stream["venues"]
+    asked = values.setdefault("venues", venues)
+    if type(asked) is int and asked < venues:
+        raise ConfigError(f"journal {path} holds events of {venues} venues: venues = {asked} "
+                          f"would drop those of venues {asked}..{venues - 1} (leave venues "
+                          f"out to take the journal's)")
 
 
 def parse_duration(key, value):

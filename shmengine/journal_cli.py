@@ -5,7 +5,9 @@ repair, so scripts can gate a replay on it; ``info`` reads headers only.
 """
 import time
 
+from .config import ConfigError
 from .journal import JournalError, check, scan
+from .sources import journal_stream
 
 
 def add_parser(sub):
@@ -37,6 +39,13 @@ def cmd_info(args):
         raise JournalError(f"{args.dir} holds no journal segment")
     first = report.segments[0]
     print(f"session {first.session!r}, layout version {first.layout_version}")
+    try:
+        stream = journal_stream(args.dir)
+    except ConfigError as e:
+        print(f"  {e}")
+    else:
+        if stream is not None:
+            print(f"  written with {stream['symbols']:,} symbols on {stream['venues']} venues")
     for seg in report.segments:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seg.created_ns / 1e9)) \
             if seg.created_ns is not None else "-"

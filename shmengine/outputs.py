@@ -11,6 +11,7 @@ the feed process, so they see exactly the sequence the workers see.
                              answering from the last N events sent and, with
                              --journal, from the journal for anything older
 """
+import json
 import os
 import sys
 import time
@@ -19,7 +20,7 @@ import numpy as np
 
 from . import layout as L
 from .config import ConfigError
-from .sources import NAMES_FILE, parse_udp
+from .sources import NAMES_FILE, STREAM_FILE, parse_udp
 
 HEARTBEAT_S = 1.0  # a publisher with nothing to send says so this often
 # After the end of session, requests are answered until none came for SERVE_QUIET_S
@@ -129,6 +130,8 @@ def open_outputs(cfg, names):
             os.makedirs(cfg.journal, exist_ok=True)
             with open(os.path.join(cfg.journal, NAMES_FILE), "w") as fh:
                 fh.write("".join(f"{n}\n" for n in names))
+            with open(os.path.join(cfg.journal, STREAM_FILE), "w") as fh:
+                json.dump({"venues": cfg.venues, "symbols": len(names)}, fh)
             journal = JournalWriter(cfg.journal, session=cfg.name[:10])
         except OSError as exc:
             journal_failed(cfg.journal, 0, exc)

@@ -37,6 +37,7 @@ from .market import symbol_names
 from .segments import partition_map
 
 NAMES_FILE = "symbols.txt"  # beside a journal's segments: one name per line, in id order
+STREAM_FILE = "stream.json"  # and what the stream was written with: {"venues": V, "symbols": S}
 DIRECTORY_WAIT_S = 30.0
 
 
@@ -140,10 +141,15 @@ def names(cfg):
         path = os.path.join(arg, NAMES_FILE)
         try:
             with open(path) as fh:
-                return [line.strip() for line in fh if line.strip()]
+                found = [line.strip() for line in fh if line.strip()]
         except FileNotFoundError:
             raise ConfigError(f"{arg} is not a journal of this engine (no {NAMES_FILE})") \
                 from None
+        stream = journal_stream(arg)
+        if stream is not None and len(found) != stream["symbols"]:
+            raise ConfigError(f"journal {arg}: {NAMES_FILE} names {len(found):,} symbols but "
+                              f"the stream was written with {stream['symbols']:,}")
+        return found
     if kind == L.SRC_UDP and arg.get("symbols") == "publisher":
         from .multicast import NetError, fetch_names
         try:
@@ -152,6 +158,25 @@ def names(cfg):
             raise ConfigError(f"source {cfg.source}: {e.strerror or e} (is the publisher "
                               f"running, with its retransmission server there?)") from None
     return symbol_names(cfg.symbols)
+
+
+def journal_stream(path):
+    """What a journal's stream was written with, {"venues": V, "symbols": S}; None for a
+    journal written before it was recorded."""
+    import json
+    try:
+        with open(os.path.join(path, STREAM_FILE)) as fh:
+            stream = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"journal {path}: cannot read {STREAM_FILE}: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
+    if not (isinstance(stream, dict) and all(
+            type(stream.get(k)) is int and stream[k] >= 1 for k in ("venues", "symbols"))):
+        raise ConfigError(f"journal {path}: {STREAM_FILE} must hold positive integers "
+                          f"\"venues\" and \"symbols\", got {stream!r}")
+    return stream
 
 
 def retransmit_address(opts):

@@ -323,6 +323,8 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
             _say(f"shmengine: error: the journal {cfg.journal} stopped early (a write failed, "
                  "see above): it misses the run's later events", err)
             code = 1
+        if sources.parse(cfg.source)[0] == L.SRC_JOURNAL and sup.segs.stats.link["bad"]:
+            code = 1  # the replay stopped at damage in the journal (the feed said where)
         return code
     finally:
         sup.kill_children()

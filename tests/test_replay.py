@@ -47,7 +47,7 @@ def test_journal_flags_refuse_bad_use(tmp_path):
         res = cli(*args)
         assert res.returncode != 0 and needle in res.stderr, (args, res.stderr)
         assert "Traceback" not in res.stderr
-    assert np.all([name.endswith((".shj", ".txt")) for name in os.listdir(journal)])
+    assert np.all([name.endswith((".shj", ".txt", ".json")) for name in os.listdir(journal)])
 
 
 def test_a_journal_cut_off_mid_write_replays_its_good_prefix(tmp_path):
@@ -59,7 +59,8 @@ def test_a_journal_cut_off_mid_write_replays_its_good_prefix(tmp_path):
     with open(segment, "r+b") as fh:  # power lost in the middle of the last block
         fh.truncate(size - 1000)
     res = cli("replay", journal, "--name", unique("jd"))
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr  # it replayed less than the journal holds
+    assert "Traceback" not in res.stderr
     kept = int(res.stderr.split("replayed the ")[1].split(" events")[0].replace(",", ""))
     assert 0 < kept < 50_000 and f"{kept:,} events" in res.stdout
     assert f"source journal: messages {kept:,}  bad 1" in res.stdout
@@ -70,6 +71,31 @@ def test_a_journal_cut_off_mid_write_replays_its_good_prefix(tmp_path):
     res = cli("replay", journal, "--name", unique("je"), check=True)
     assert f"{kept:,} events" in res.stdout and "replayed the" not in res.stderr
     assert f"source journal: messages {kept:,}  bad 0" in res.stdout
+
+
+def test_a_replay_takes_the_journal_s_venues(tmp_path):
+    journal = tmp_path / "journal"
+    table, stream, _ = final_state("--symbols", 12, "--venues", 7, "--seed", 3,
+                                   "--events", 20_000, "--journal", journal)
+    assert "written with 12 symbols on 7 venues" in cli("journal", "info", journal,
+                                                         check=True).stdout
+    # no --venues: the journal's 7, not the default 4 (which would drop a third of it)
+    replay_table, replay_stream, _ = final_state("--source", f"journal:{journal}")
+    assert_same(replay_stream, stream, L.WALL_CLOCK_FIELDS, "stream")
+    assert_same(replay_table, table, L.WALL_CLOCK_FIELDS, "table")
+    assert (stream["venue"] >= 4).any()
+    res = cli("replay", journal, "--venues", 5)
+    assert res.returncode == 2 and "holds events of 7 venues" in res.stderr, res.stderr
+    assert "would drop those of venues 5..6" in res.stderr
+    names = (journal / "symbols.txt").read_text().splitlines()
+    (journal / "symbols.txt").write_text("".join(f"{n}\n" for n in names[:3]))
+    res = cli("replay", journal)
+    assert res.returncode == 2 and "names 3 symbols but the stream was written with 12" \
+        in res.stderr, res.stderr
+    (journal / "stream.json").write_text("{not json")
+    res = cli("replay", journal)
+    assert res.returncode == 2 and "cannot read stream.json" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_status_shows_the_source_and_the_journal(tmp_path):
