@@ -153,7 +153,9 @@ class Supervisor:
         while True:
             self._check_children(startup=not self.started)
             procs = self.segs.stats.procs
-            if not self.started and all(int(s) == L.RUN_RUNNING for s in procs["state"]):
+            # run_ns: the process reached its loop (a short run may be past it, stopped,
+            # by the time this looks)
+            if not self.started and all(int(t) > 0 for t in procs["run_ns"]):
                 self.started = True
                 self._set_state(L.RUN_RUNNING)
             if self.first_snapshot_s is None and self.segs.snap.header["results"] > 0:

@@ -141,6 +141,15 @@ def test_events_limit_and_saved_snapshot(tmp_path):
     np.testing.assert_array_equal(arr["volume"], vol)
 
 
+def test_a_run_over_before_the_supervisor_looks_is_not_called_unstarted():
+    # 1,000 events are through in milliseconds: every process may be stopped by the
+    # time the supervisor first reads their states
+    for _ in range(3):
+        res = cli("run", "--name", unique("short"), "--symbols", 50, "--workers", 2,
+                  "--events", 1000, check=True)
+        assert "1,000 events" in res.stdout and "still starting" not in res.stdout, res.stdout
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 64 KiB file system: room for a small table, not for a large one."""
