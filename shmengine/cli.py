@@ -169,6 +169,9 @@ def cmd_status(args):
     counts = {k: sum(p[k] for p in workers)
               for k in ("unknown_orders", "book_overflows", "bad_events", "user_dropped")}
     print("workers: " + "  ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()))
+    feed = st["processes"][0]
+    if feed["bad_events"]:
+        print(f"feed: bad events {feed['bad_events']:,} (a symbol this engine does not have)")
     print(f"analytics: {'on' if st['analytics'] else 'off'}")
     for line in format_link(st["link"]):
         print(line)

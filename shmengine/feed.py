@@ -29,7 +29,10 @@ C_PENDING = 1    # events generated into the staging buffer, not yet all routed
 C_ROUTED = 2     # how many of them are routed
 C_T0 = 3         # monotonic ns the run started (pacing origin)
 C_DROPS = 4
-C_LEN = 5
+# A source's first event naming a symbol or venue the engine does not have, +1 (0: none yet)
+C_FOREIGN_SYMBOL = 5
+C_FOREIGN_VENUE = 6
+C_LEN = 7
 
 # Kernels that allocate nothing run without numba's reference counting
 # (_nrt=False): with it, taking a ring out of a tuple per record is an atomic
@@ -68,11 +71,16 @@ def route(buf, start, n, partition, hdrs, hdrs32, slots, mask, tails, heads, pol
 
     ``heads`` caches each worker's consumer position, re-read only when a
     ring looks full, so the feed does not pull the worker's cursor line per event.
+    An event naming a symbol id the engine does not have has no owner: it is
+    taken and skipped (``send_batch`` counts it).
     """
     capacity = mask + 1
     now = monotonic_ns()
+    n_symbols = partition.shape[0]
     for i in range(start, start + n):
         ev = buf[i]
+        if ev.symbol >= n_symbols:
+            continue
         w = partition[ev.symbol]
         if tails[w] - heads[w] >= capacity:
             heads[w] = load_acquire(hdrs[w], CONSUMER)
@@ -236,17 +244,30 @@ def due_now(buf, n, exch0, wall0, speed, now):
 
 
 @njit(cache=True, _nrt=False)
-def send_batch(buf, n, keep_seq, keep_recv, partition, hdrs, hdrs32, slots, mask, tails, heads,
-               policy, ctl, procs, me, mode, spins, yields, sleep_ns):
+def send_batch(buf, n, keep_seq, keep_recv, n_venues, partition, hdrs, hdrs32, slots, mask,
+               tails, heads, policy, ctl, procs, me, mode, spins, yields, sleep_ns):
     """Stamp buf[:n] (seq unless ``keep_seq``, receive time unless ``keep_recv``),
-    route it and send the watermark, as the synthetic loop does for each batch."""
+    route it and send the watermark, as the synthetic loop does for each batch.
+
+    Events naming a symbol id beyond the engine's are not routed and count as the
+    feed's bad events; those naming a venue >= n_venues go on, and the worker
+    counts them. The first of each kind is kept in ctl (C_FOREIGN_*), so that the
+    feed can say what its source sends that the engine cannot hold.
+    """
     now = monotonic_ns()
     seq = ctl[C_SEQ]
+    n_symbols = partition.shape[0]
     for i in range(n):
         if not keep_seq:
             buf[i].seq = seq + i
         if not keep_recv:
             buf[i].recv_ts = now
+        if buf[i].symbol >= n_symbols:
+            procs[me].bad_events += 1
+            if ctl[C_FOREIGN_SYMBOL] == 0:
+                ctl[C_FOREIGN_SYMBOL] = np.int64(buf[i].symbol) + 1
+        elif buf[i].venue >= n_venues and ctl[C_FOREIGN_VENUE] == 0:
+            ctl[C_FOREIGN_VENUE] = np.int64(buf[i].venue) + 1
     procs[me].heartbeat_ns = now
     route(buf, 0, n, partition, hdrs, hdrs32, slots, mask, tails, heads, policy, ctl, procs,
           me, mode, spins, yields, sleep_ns)

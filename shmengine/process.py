@@ -306,6 +306,8 @@ def _source_step(segs, cfg, source, args):
     from .feed import due_now, send_batch
     buf = args[1]
     route_args = args[2:13]  # partition .. me
+    ctl = args[10]
+    foreign = _ForeignEvents(cfg, len(args[2]))
     wait = _wait_args(cfg, FEED)
     stop = args[13]
     state = {"n": 0, "start": 0, "exch0": None, "wall0": 0}
@@ -338,13 +340,47 @@ def _source_step(segs, cfg, source, args):
                 continue
             if not me["events"]:
                 me["run_ns"] = lib.shme_monotonic_ns()  # a source's stream starts here
-            send_batch(buf[start:start + k], k, source.keep_seq, source.keep_recv, *route_args,
-                       *wait)
+            send_batch(buf[start:start + k], k, source.keep_seq, source.keep_recv, cfg.venues,
+                       *route_args, *wait)
+            foreign.check(ctl)
             outputs.write(buf[start:start + k])
             state["start"] = start + k
         outputs.idle()
         return False
     return batch
+
+
+class _ForeignEvents:
+    """Says once, on stderr, that the source sends events of a symbol or a venue the
+    engine does not have (a subscriber or a replay started with fewer); they are
+    counted as bad events and the engine runs on."""
+
+    def __init__(self, cfg, n_symbols):
+        self.cfg = cfg
+        self.n_symbols = n_symbols
+        self.said = set()
+
+    def check(self, ctl):
+        from .feed import C_FOREIGN_SYMBOL, C_FOREIGN_VENUE
+        if ctl[C_FOREIGN_SYMBOL] and "symbol" not in self.said:
+            self.said.add("symbol")
+            self._say(f"symbol id {ctl[C_FOREIGN_SYMBOL] - 1}, beyond this engine's "
+                      f"{self.n_symbols:,} symbols (ids 0..{self.n_symbols - 1})", "symbols")
+        if ctl[C_FOREIGN_VENUE] and "venue" not in self.said:
+            self.said.add("venue")
+            self._say(f"venue {ctl[C_FOREIGN_VENUE] - 1}, beyond this engine's "
+                      f"{self.cfg.venues} venues", "venues")
+
+    def _say(self, what, key):
+        kind = sources.parse(self.cfg.source)[0]
+        if kind == L.SRC_JOURNAL and key == "symbols":
+            hint = f"its {sources.NAMES_FILE} names fewer symbols than its stream holds"
+        elif kind == L.SRC_UDP and key == "symbols":
+            hint = "start the engine with the publisher's --symbols, or symbols=publisher"
+        else:
+            hint = f"start the engine with the source's --{key}"
+        print(f"shmengine: shme-feed: source {self.cfg.source} sends events of {what}: they "
+              f"are dropped and counted as bad events ({hint})", file=sys.stderr, flush=True)
 
 
 def run_worker(engine, cfg, w, cpu):

@@ -232,7 +232,7 @@ class Supervisor:
             "started": self.started,
             "drops": int(feed["drops"]),
             "unknown_orders": int(workers["unknown_orders"].sum()),
-            "bad_events": int(workers["bad_events"].sum()),
+            "bad_events": int(workers["bad_events"].sum() + feed["bad_events"]),
             "book_overflows": int(workers["book_overflows"].sum()),
         }
 

@@ -63,6 +63,27 @@ def test_drop_policy_counts_what_does_not_fit():
     assert list(slots[0]["seq"]) == list(range(CAP))  # the first CAP kept, in order
 
 
+def test_events_of_symbols_or_venues_the_engine_lacks():
+    hdrs, hdrs32 = _rings(2)
+    slots = tuple(np.zeros(CAP, L.EVENT) for _ in range(2))
+    buf = np.zeros(6, L.EVENT)
+    buf["seq"] = np.arange(6)
+    buf["symbol"] = [0, 1, 9, 2, 4, 1]  # 2 symbols past the engine's 4 (ids 0..3)
+    buf["venue"] = [0, 5, 0, 1, 0, 7]   # venues 5 and 7 past its 3
+    partition = np.array([0, 1, 1, 0], np.uint16)
+    tails = np.zeros(2, np.int64)
+    heads = np.zeros(2, np.int64)
+    ctl = np.zeros(F.C_LEN, np.int64)
+    procs = _procs()
+    F.send_batch(buf, 6, True, True, 3, partition, hdrs, hdrs32, slots, CAP - 1, tails, heads,
+                 L.POLICY_BLOCK, ctl, procs, 0, L.WAIT_SPIN, 10, 0, 1000)
+    # no owner: skipped and counted by the feed; a venue too many goes on to its worker
+    assert procs[0]["bad_events"] == 2
+    assert ctl[F.C_FOREIGN_SYMBOL] == 9 + 1 and ctl[F.C_FOREIGN_VENUE] == 5 + 1
+    routed = sorted(int(x) for w in range(2) for x in slots[w]["seq"][:tails[w] - 1])
+    assert routed == [0, 1, 3, 5]  # (each ring also got the batch's watermark)
+
+
 def _result(seq, symbol, kind=L.RES_QUOTE, bid=100):
     r = np.zeros((), L.RESULT)
     r["seq"], r["symbol"], r["kind"], r["bid_px"] = seq, symbol, kind, bid

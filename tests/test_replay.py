@@ -98,6 +98,28 @@ def test_a_replay_takes_the_journal_s_venues(tmp_path):
     assert "Traceback" not in res.stderr
 
 
+def test_an_older_journal_s_foreign_events_are_counted_and_named_once(tmp_path):
+    from shmengine.journal import JournalReader
+    journal = tmp_path / "journal"
+    cli("run", "--name", unique("jo"), "--symbols", 12, "--venues", 7, "--events", 20_000,
+        "--journal", journal, check=True)
+    (journal / "stream.json").unlink()  # as a journal written before it was recorded
+    names = (journal / "symbols.txt").read_text().splitlines()
+    (journal / "symbols.txt").write_text("".join(f"{n}\n" for n in names[:5]))
+    events = np.concatenate(list(JournalReader(journal).batches()))
+    foreign = (events["symbol"] >= 5) | (events["venue"] >= 4)
+    assert (events["symbol"] >= 5).any()
+    assert ((events["symbol"] < 5) & (events["venue"] >= 4)).any()
+    res = cli("replay", journal, "--name", unique("jp"))  # 5 symbols, the default 4 venues
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.count("sends events of symbol id") == 1, res.stderr
+    assert res.stderr.count("sends events of venue") == 1, res.stderr
+    assert "beyond this engine's 5 symbols" in res.stderr and "names fewer symbols" in res.stderr
+    assert f"bad events {int(foreign.sum()):,}," in res.stdout, res.stdout
+    assert "20,000 events" in res.stdout
+
+
 def test_status_shows_the_source_and_the_journal(tmp_path):
     journal = tmp_path / "journal"
     cli("run", "--name", unique("jf"), "--symbols", 20, "--events", 30_000,
