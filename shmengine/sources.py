@@ -238,8 +238,11 @@ class ItchSource:
 
     def count(self, link):
         link["messages"] = sum(self.reader.counts.values())
-        link["bad"] = sum(self.reader.bad.values())
+        bad = self.reader.bad
+        link["bad"] = sum(bad.values())
         link["bytes"] = self.reader.read_bytes
+        # the file ends before its data does (cut off, or a damaged gzip stream)
+        link["lost"] = int(bad["truncated"] > 0 or bad["gzip_error"] > 0)
 
     def close(self):
         damage = self.reader.damage()
@@ -283,6 +286,7 @@ class JournalSource:
         link["messages"] = self.done
         link["bytes"] = self.done * L.EVENT.itemsize
         link["bad"] = int(self.reader.problem is not None)  # the block it stopped at
+        link["lost"] = link["bad"]  # and the rest of the journal after it
 
     def close(self):
         self.blocks.close()

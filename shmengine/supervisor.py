@@ -325,8 +325,11 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
             _say(f"shmengine: error: the journal {cfg.journal} stopped early (a write failed, "
                  "see above): it misses the run's later events", err)
             code = 1
-        if sources.parse(cfg.source)[0] == L.SRC_JOURNAL and sup.segs.stats.link["bad"]:
-            code = 1  # the replay stopped at damage in the journal (the feed said where)
+        if sources.parse(cfg.source)[0] in (L.SRC_ITCH, L.SRC_JOURNAL) \
+                and sup.segs.stats.link["lost"]:
+            _say(f"shmengine: error: source {cfg.source} could not be read to its end (see "
+                 "above): the run misses what follows the damage", err)
+            code = 1
         return code
     finally:
         sup.kill_children()

@@ -86,3 +86,17 @@ def test_a_damaged_file_runs_to_its_end_and_says_what_it_skipped(tmp_path):
     warning = [ln for ln in res.stderr.splitlines() if "warning" in ln]
     assert len(warning) == 1 and f"ITCH file {path}: skipped " in warning[0], res.stderr
     assert f"bytes {len(data):,}" in res.stdout  # read to the end
+
+
+def test_a_file_cut_off_exits_1_after_running_what_it_holds(tmp_path):
+    path = tmp_path / "day.itch.gz"
+    synthetic_itch(str(path), 20_000, 10, 3, gzip=True)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])  # a download cut in half
+    res = cli("run", "--name", unique("cut"), "--source", f"itch:{path}")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "its gzip stream is damaged" in res.stderr
+    assert f"source itch:{path} could not be read to its end" in res.stderr
+    ran = int(res.stdout.split(" events in ")[0].split()[-1].replace(",", ""))
+    assert 0 < ran < 20_000
