@@ -19,6 +19,10 @@ ASCII; the answer to (seq, count) is one packet of the names from seq on, as
 many as fit, and past the last name an end-of-session packet whose sequence
 number is the count of names plus one. A subscriber so learns the
 publisher's names before its engine starts (``fetch_names`` in multicast).
+A request in session ``STREAM_SESSION`` (sequence 1, count 1) asks what the
+stream holds beyond names: the answer is one message of that session, a JSON
+object (``{"venues": 4, "symbols": 1000}``), so that the subscriber's engine
+is as wide as the publisher's (``fetch_stream``).
 
 Messages here are ``layout.EVENT`` records exactly as in memory (64 bytes,
 little endian). MoldUDP64 counts from 1, the engine from 0: the MoldUDP64
@@ -45,6 +49,7 @@ Example::
     out = np.empty(1000, layout.EVENT)
     assert tracker.read(out) == 1000
 """
+import json
 from collections import namedtuple
 
 import numpy as np
@@ -63,6 +68,7 @@ END_OF_SESSION = 0xFFFF
 MAX_REQUEST = 0xFFFE          # the count field is 2 bytes, and 0xFFFF means end of session
 IP_UDP_HEADERS = 28           # IPv4 (no options) + UDP
 DIRECTORY_SESSION = b"SYMBOLS   "  # a request for symbol names, not events
+STREAM_SESSION = b"STREAM    "     # a request for the stream's venue and symbol counts
 DEFAULT_MTU = 1500
 SEQ_OFFSET = L.EVENT.fields["seq"][1]
 SYMBOL_OFFSET = L.EVENT.fields["symbol"][1]
@@ -430,6 +436,30 @@ def encode_names(names, seq, mtu=DEFAULT_MTU):
     if not blocks:
         return encode_control(DIRECTORY_SESSION, len(names) + 1, END_OF_SESSION)
     return encode_control(DIRECTORY_SESSION, seq, len(blocks)) + b"".join(blocks)
+
+
+def encode_stream(info):
+    """The answer to a STREAM_SESSION request: ``info`` (a dict) as one JSON message."""
+    raw = json.dumps(info, sort_keys=True).encode("ascii")
+    return encode_control(STREAM_SESSION, 1, 1) + len(raw).to_bytes(BLOCK_PREFIX, "big") + raw
+
+
+def decode_stream(data):
+    """The dict of a STREAM_SESSION answer; MoldError for anything else."""
+    data = bytes(data)
+    if len(data) < HEADER_LEN + BLOCK_PREFIX or data[:SESSION_LEN] != STREAM_SESSION \
+            or data[SESSION_LEN:HEADER_LEN] != (1).to_bytes(8, "big") + (1).to_bytes(2, "big"):
+        raise MoldError("not a stream description packet")
+    size = int.from_bytes(data[HEADER_LEN:HEADER_LEN + BLOCK_PREFIX], "big")
+    if HEADER_LEN + BLOCK_PREFIX + size != len(data):
+        raise MoldError(f"stream description packet: a block of {size} bytes in {len(data)}")
+    try:
+        info = json.loads(data[HEADER_LEN + BLOCK_PREFIX:].decode("ascii"))
+    except ValueError:
+        raise MoldError("stream description packet: not a JSON message") from None
+    if not isinstance(info, dict):
+        raise MoldError("stream description packet: not a JSON object")
+    return info
 
 
 def decode_names(data, max_len=L.SYMBOL_NAME_LEN):

@@ -237,12 +237,14 @@ class RetransmitServer:
     (fewer when not all are available), e.g. read from a journal; session is
     then required. max_reply caps the messages sent for one request (the
     subscriber asks again for the rest). ``names``: the symbol names it
-    serves as the directory (None: it has none). Run it with start() (a
-    thread) or call poll() from a loop of your own.
+    serves as the directory (None: it has none); ``stream``: a dict said to
+    whoever asks what the stream holds (``{"venues": V, "symbols": S}``; None:
+    it does not answer). Run it with start() (a thread) or call poll() from a
+    loop of your own.
     """
 
     def __init__(self, source, host="127.0.0.1", port=0, session=None,
-                 mtu=mold.DEFAULT_MTU, max_reply=4096, names=None):
+                 mtu=mold.DEFAULT_MTU, max_reply=4096, names=None, stream=None):
         if isinstance(source, Publisher):
             self._events, session = source.history, source.session
         elif callable(source) and session is not None:
@@ -262,6 +264,7 @@ class RetransmitServer:
         self.max_reply = max_reply
         self.mtu = mtu
         self.names = None if names is None else list(names)
+        self.stream = None if stream is None else mold.encode_stream(stream)
         self.counters = {"requests": 0, "replied_packets": 0, "replied_messages": 0,
                          "unavailable": 0, "rejected": 0, "directory": 0}
         self._stop = threading.Event()
@@ -287,6 +290,10 @@ class RetransmitServer:
             self.counters["directory"] += 1
             self._sender.sock.sendto(mold.encode_names(self.names, req[1], self.mtu),
                                      (host, port))
+            return
+        if req is not None and req[0] == mold.STREAM_SESSION and self.stream is not None:
+            self.counters["directory"] += 1
+            self._sender.sock.sendto(self.stream, (host, port))
             return
         if req is None or req[0] != self.session:
             self.counters["rejected"] += 1
@@ -324,33 +331,49 @@ class RetransmitServer:
         self.close()
 
 
-def fetch_names(server, timeout=30.0, retry=0.2):
-    """The symbol names a RetransmitServer at ``server`` (host, port) serves.
-
-    Asks for them a packet at a time, again every ``retry`` s without an
-    answer (a lost datagram, or a server not up yet); raises NetError when the
-    whole directory did not come within ``timeout`` s.
-    """
+def _ask(server, what, timeout, retry):
+    """A generator over the answers of a RetransmitServer at ``server`` (host, port):
+    send() it a request, get the next datagram back. It asks again every ``retry``
+    s without one (a lost datagram, or a server not up yet) and raises NetError
+    when ``timeout`` s pass."""
     host, port = server[0], int(server[1])
-    names = []
     deadline = time.monotonic() + timeout
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.connect((host, port))
+        request = yield
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise NetError(errno.ETIMEDOUT, f"no symbol directory from {host}:{port} "
-                                                f"within {timeout:g} s")
+                raise NetError(errno.ETIMEDOUT, f"no {what} from {host}:{port} "
+                               f"within {timeout:g} s")
             try:
-                sock.send(mold.encode_request(mold.DIRECTORY_SESSION, len(names) + 1,
-                                              mold.MAX_REQUEST))
+                sock.send(request)
                 if not select.select([sock], [], [], min(retry, left))[0]:
                     continue
                 data = sock.recv(MAX_DATAGRAM)
             except ConnectionRefusedError:  # nothing listens there (yet)
                 time.sleep(min(retry, max(left, 0)))
                 continue
+            request = (yield data) or request
+    finally:
+        sock.close()
+
+
+def fetch_names(server, timeout=30.0, retry=0.2):
+    """The symbol names a RetransmitServer at ``server`` (host, port) serves.
+
+    Asks for them a packet at a time, again every ``retry`` s without an
+    answer; raises NetError when the whole directory did not come within
+    ``timeout`` s.
+    """
+    names = []
+    ask = _ask(server, "symbol directory", timeout, retry)
+    next(ask)
+    try:
+        while True:
+            data = ask.send(mold.encode_request(mold.DIRECTORY_SESSION, len(names) + 1,
+                                                mold.MAX_REQUEST))
             try:
                 seq, got = mold.decode_names(data)
             except mold.MoldError:
@@ -361,7 +384,23 @@ def fetch_names(server, timeout=30.0, retry=0.2):
                 return names
             names.extend(got)
     finally:
-        sock.close()
+        ask.close()
+
+
+def fetch_stream(server, timeout=5.0, retry=0.2):
+    """What a RetransmitServer at ``server`` says its stream holds: a dict such as
+    ``{"venues": 4, "symbols": 1000}``. NetError when no answer came in ``timeout`` s."""
+    ask = _ask(server, "stream description", timeout, retry)
+    next(ask)
+    try:
+        while True:
+            try:
+                return mold.decode_stream(ask.send(mold.encode_request(mold.STREAM_SESSION,
+                                                                       1, 1)))
+            except mold.MoldError:
+                continue
+    finally:
+        ask.close()
 
 
 class Subscriber:

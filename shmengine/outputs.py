@@ -146,7 +146,8 @@ def open_outputs(cfg, names):
                                   session=publisher.session,
                                   host=opts.get("interface") or "0.0.0.0",
                                   port=int(opts.get("retransmit", opts["port"] + 1)),
-                                  names=names)
+                                  names=names,
+                                  stream={"venues": cfg.venues, "symbols": len(names)})
     return Outputs(journal, publisher, server, journal_state)
 
 

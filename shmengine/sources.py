@@ -5,7 +5,7 @@
     journal:DIR          a journal this engine wrote (``--journal DIR``): a replay
     udp://GROUP:PORT     another engine's stream over multicast (MoldUDP64); options
                          retransmit=HOST:PORT, interface=IP, clock=shared,
-                         symbols=publisher
+                         symbols=publisher (its names and venue count)
 
 Every source but the synthetic one is read in Python a batch at a time into
 the feed's EVENT buffer; ``feed.send_batch`` stamps and routes it. Sources
@@ -158,6 +158,27 @@ def names(cfg):
             raise ConfigError(f"source {cfg.source}: {e.strerror or e} (is the publisher "
                               f"running, with its retransmission server there?)") from None
     return symbol_names(cfg.symbols)
+
+
+def source_venues(cfg):
+    """The venues of the run: an ITCH feed is one venue's; a subscriber with
+    ``symbols=publisher`` takes the publisher's count (its names have just come from
+    the same server); else ``cfg.venues`` (a replay's comes from its journal, in
+    config.load)."""
+    kind, arg = parse(cfg.source)
+    if kind == L.SRC_ITCH:
+        return 1
+    if kind == L.SRC_UDP and arg.get("symbols") == "publisher":
+        from .multicast import NetError, fetch_stream
+        try:
+            venues = fetch_stream(retransmit_address(arg)).get("venues")
+        except (NetError, OSError) as e:
+            raise ConfigError(f"source {cfg.source}: {e.strerror or e}") from None
+        if type(venues) is not int or not 1 <= venues <= L.MAX_VENUES:
+            raise ConfigError(f"source {cfg.source}: the publisher says it has {venues!r} "
+                              f"venues (1..{L.MAX_VENUES} expected)")
+        return venues
+    return cfg.venues
 
 
 def journal_stream(path):

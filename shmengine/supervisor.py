@@ -109,8 +109,7 @@ class Supervisor:
         names = sources.checked_names(cfg)
         sources.taken(cfg, names)  # a bad share of the symbols fails here, not in the feed
         cfg.symbols = len(names)
-        if sources.parse(cfg.source)[0] == L.SRC_ITCH:
-            cfg.venues = 1  # ITCH is one venue's feed
+        cfg.venues = sources.source_venues(cfg)
         owned = np.bincount(partition_map(names, cfg.workers), minlength=cfg.workers)
         memory.check(cfg, owned.tolist())  # before anything is created
         self.segs = EngineSegments.create(cfg, names, os.getpid(),

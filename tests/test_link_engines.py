@@ -31,11 +31,11 @@ def test_late_subscriber_recovers_from_the_journal(loopback_multicast, tmp_path)
     port = random.randint(20_000, 60_000)
     pub_table, sub_table = tmp_path / "pub.npy", tmp_path / "sub.npy"
     sub_name = unique("ls")
-    with engine("--symbols", SYMBOLS, "--rate", 20_000, "--duration", 300,
+    with engine("--symbols", SYMBOLS, "--venues", 6, "--rate", 20_000, "--duration", 300,
                 "--publish", f"udp://{group}:{port}?interface=127.0.0.1&history=1024",
                 "--journal", tmp_path / "journal", "--save-snapshot", pub_table) as pub:
         wait_for(lambda: _events(pub.name) > 20_000, 60, "the publisher to be well ahead")
-        # no --symbols: it takes the publisher's names (and their number) from the link
+        # no --symbols or --venues: it takes the publisher's names and venues from the link
         sub = subprocess.Popen(
             [sys.executable, "-m", "shmengine.cli", "run", "--name", sub_name,
              "--source", f"udp://{group}:{port}?interface=127.0.0.1"

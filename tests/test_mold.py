@@ -9,7 +9,8 @@ import pytest
 from shmengine import layout as L
 from shmengine import mold
 from shmengine.market import new_market, symbol_names
-from shmengine.multicast import NetError, Publisher, RetransmitServer, Subscriber, fetch_names
+from shmengine.multicast import (NetError, Publisher, RetransmitServer, Subscriber, fetch_names,
+                                 fetch_stream)
 
 SESSION = b"TEST000001"
 
@@ -479,6 +480,31 @@ def test_a_subscriber_fetches_the_names_through_loss_and_garbage():
         stop.set()
         thread.join()
         relay.close()
+        server.close()
+
+
+def test_a_subscriber_asks_what_the_stream_holds():
+    stream = {"venues": 6, "symbols": 3000}
+    assert mold.decode_stream(mold.encode_stream(stream)) == stream
+    good = mold.encode_stream(stream)
+    for bad in (good[:-1], good + b"x", b"SYMBOLS   " + good[10:], good[:20],
+                mold.encode_control(mold.STREAM_SESSION, 1, 1) + b"\x00\x03[1]",
+                mold.encode_control(mold.STREAM_SESSION, 1, 1) + b"\x00\x02{x"):
+        with pytest.raises(mold.MoldError):
+            mold.decode_stream(bad)
+    server = RetransmitServer(lambda seq, count: np.empty(0, L.EVENT), session=SESSION,
+                              names=["A"], stream=stream).start()
+    try:
+        assert fetch_stream(server.address, timeout=5, retry=0.05) == stream
+        assert fetch_names(server.address, timeout=5, retry=0.05) == ["A"]
+    finally:
+        server.close()
+    server = RetransmitServer(lambda seq, count: np.empty(0, L.EVENT), session=SESSION,
+                              names=["A"]).start()
+    try:  # one that was not told does not answer
+        with pytest.raises(NetError, match="no stream description from 127.0.0.1"):
+            fetch_stream(server.address, timeout=0.5, retry=0.1)
+    finally:
         server.close()
 
 
