@@ -4,6 +4,7 @@ Errors a user can cause print one line (``shmengine: error: ...``) and exit
 non-zero, without a traceback.
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -125,6 +126,8 @@ def add_status(sub):
     p.add_argument("name", nargs="?", default="default")
     p.add_argument("--interval", type=float, default=0.5,
                    help="seconds between the two readings rates are computed from")
+    p.add_argument("--json", action="store_true",
+                   help="print the counters as one JSON object, for scripts and monitoring")
     p.set_defaults(func=cmd_status)
 
 
@@ -148,17 +151,23 @@ def cmd_status(args):
         first = eng.stats()
         time.sleep(args.interval)
         st = eng.stats()
+    count = len(st["processes"])
+    for i, (a, b) in enumerate(zip(first["processes"], st["processes"])):
+        b["label"] = proc_label(b, i, count)
+        b["events_per_s"] = (b["events"] - a["events"]) / args.interval
+        b["sched"] = sched_policy(b["pid"])
+    if args.json:
+        st["latency_ns"] = {f"{p:g}": v for p, v in st["latency_ns"].items()}
+        print(json.dumps(st, indent=1))
+        return 0
     print(f"engine {st['name']}: {st['state']}, {st['events']:,} events, "
           f"{st['results']:,} results, locked {st['locked']}, crossed {st['crossed']}")
     print(f"{'process':<12}{'pid':>8}{'cpu':>5}{'sched':>8}{'events':>15}{'events/s':>14}"
           f"{'batches':>12}{'waits':>12}{'lag':>8}{'drops':>8}")
-    count = len(st["processes"])
-    for i, (a, b) in enumerate(zip(first["processes"], st["processes"])):
-        label = proc_label(b, i, count)
-        rate = (b["events"] - a["events"]) / args.interval
+    for b in st["processes"]:
         pid = b["pid"] or "-"
-        print(f"{label:<12}{pid:>8}{b['cpu']:>5}{sched_policy(b['pid']):>8}"
-              f"{b['events']:>15,}{rate:>14,.0f}"
+        print(f"{b['label']:<12}{pid:>8}{b['cpu']:>5}{b['sched']:>8}"
+              f"{b['events']:>15,}{b['events_per_s']:>14,.0f}"
               f"{b['batches']:>12,}{b['waits']:>12,}{b['lag']:>8,}{b['drops']:>8,}")
     for r in st["rings"]:
         print(f"ring {r['name']:<32} fill {r['fill']:>8,} / {r['capacity']:,}  "

@@ -1,5 +1,6 @@
 """End to end: the CLI starts an engine, other processes attach, it stops clean."""
 import io
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +61,12 @@ def test_attach_follow_and_stop():
         res = cli("status", name, check=True)
         assert "worker 1" in res.stdout and "latency" in res.stdout
         assert "analytics: on" in res.stdout and "user dropped 0" in res.stdout
+        st = json.loads(cli("status", name, "--json", "--interval", "0.2", check=True).stdout)
+        assert st["name"] == name and st["state"] == "running" and st["events"] > 0
+        assert [p["label"] for p in st["processes"]] == ["feed", "worker 0", "worker 1",
+                                                         "aggregator"]
+        assert all(p["events_per_s"] > 0 for p in st["processes"])
+        assert set(st["latency_ns"]) == {"50", "90", "99", "99.9", "99.99"}
         res = cli("list", check=True)
         assert name in res.stdout and "running" in res.stdout
         res = cli("stop", name, check=True)
