@@ -87,7 +87,14 @@ class Segment:
             raise SegmentError(f"segment {name} already exists: another engine of that name is "
                                f"running, or one died (run `shmengine cleanup`)") from None
         try:
+            # Reserve the pages now: a tmpfs that fills up later would otherwise kill
+            # the first process to touch an unbacked page (SIGBUS), mid-run.
+            os.posix_fallocate(shm.fd, 0, size)
             buf = mmap.mmap(shm.fd, size, flags=MAP_FLAGS)
+        except OSError as e:
+            shm.unlink()
+            raise SegmentError(f"cannot reserve {size:,} bytes for segment {name} in /dev/shm: "
+                               f"{e.strerror}") from None
         finally:
             shm.close_fd()
         seg = cls(name, buf, True)

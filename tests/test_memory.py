@@ -72,3 +72,34 @@ def test_run_refuses_rings_larger_than_dev_shm():
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "the run's segments need 60.0 GiB" in lines[0], res.stderr
     assert not [f for f in os.listdir("/dev/shm") if name in f]
+
+
+_FULL_SHM = """
+import os, sys
+from shmengine import layout as L, shm
+try:
+    shm.Segment.create("/shmengine.fulltest.meta", L.SEG_META, 4 << 20)
+except shm.SegmentError as e:
+    print(e)
+print(sorted(os.listdir("/dev/shm")))
+"""
+
+
+def test_a_segment_that_does_not_fit_dev_shm_is_refused_when_created():
+    # A 1 MiB /dev/shm of a private mount namespace: without reserving its pages, the
+    # 4 MiB segment would map, and the first write past 1 MiB would kill with SIGBUS.
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) for a private /dev/shm")
+    res = subprocess.run(
+        ["unshare", "--mount", "sh", "-c",
+         f"mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {sys.executable} -c '{_FULL_SHM}'"],
+        capture_output=True, text=True, timeout=60)
+    if "mount" in res.stderr and res.returncode != 0:
+        pytest.skip(f"cannot mount a private /dev/shm here: {res.stderr.strip()}")
+    assert res.returncode == 0, res.stderr
+    assert "cannot reserve 4,194,304 bytes for segment /shmengine.fulltest.meta in /dev/shm: " \
+        "No space left on device" in res.stdout, res.stdout
+    assert res.stdout.splitlines()[-1] == "[]"  # nothing left behind
