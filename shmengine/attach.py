@@ -67,12 +67,18 @@ class Symbols:
         return self.names[symbol_id]
 
 
+class EngineDied(RuntimeError):
+    """The engine stopped without draining: killed, or failed (a process died)."""
+
+
 class Subscription:
     """An iterator over the broadcast stream from the moment of subscribing.
 
-    ``for rec in sub`` yields RESULT records one by one; ``sub.poll()`` returns
-    whatever is new as an array. Both raise ``Lapped`` if the reader fell a
-    whole ring behind; the subscription then continues from the newest record.
+    ``for rec in sub`` yields RESULT records one by one and ends when the engine
+    has stopped and everything it published is read; it raises ``EngineDied`` if
+    the engine was killed or failed instead. ``sub.poll()`` returns whatever is new as an
+    array. Both raise ``Lapped`` if the reader fell a whole ring behind; the
+    subscription then continues from the newest record.
     """
 
     def __init__(self, engine, reader):
@@ -98,6 +104,17 @@ class Subscription:
             batch = self.reader.poll()
             if len(batch) == 0:
                 if not self.engine.running():
+                    batch = self.reader.poll()  # what it published as it stopped
+                    if len(batch):
+                        yield from batch
+                        continue
+                    state = self.engine.state()
+                    if state in ("dead", "failed"):
+                        why = (f"died (its supervisor, pid "
+                               f"{int(self.engine.segs.info['supervisor_pid'])}, is gone)"
+                               if state == "dead" else "failed (its supervisor said why)")
+                        raise EngineDied(f"engine {self.engine.name!r} {why} without draining: "
+                                         f"its stream ends at position {self.position:,}")
                     return
                 self.engine._idle()
                 continue
@@ -112,6 +129,9 @@ class _Closed:
 
     def __getattr__(self, attr):
         raise ValueError(f"engine {self.name!r} is closed: attach again to read it")
+
+
+_LIVE_STATES = (L.RUN_STARTING, L.RUN_RUNNING, L.RUN_DRAINING)
 
 
 class Engine:
@@ -146,13 +166,16 @@ class Engine:
         return isinstance(self.segs, _Closed)
 
     def state(self):
-        """'starting', 'running', 'draining', 'stopped' (drained, lingering) or 'failed'."""
-        return L.RUN_STATE_NAMES.get(int(self.segs.info["run_state"]), "?")
+        """'starting', 'running', 'draining', 'stopped' (drained, lingering), 'failed', or
+        'dead' (its supervisor was killed: nothing more will come)."""
+        state = int(self.segs.info["run_state"])
+        if state in _LIVE_STATES and not engine_alive(self.segs.info):
+            return "dead"
+        return L.RUN_STATE_NAMES.get(state, "?")
 
     def running(self):
         """True while events may still arrive."""
-        return int(self.segs.info["run_state"]) in (L.RUN_STARTING, L.RUN_RUNNING,
-                                                     L.RUN_DRAINING) and \
+        return int(self.segs.info["run_state"]) in _LIVE_STATES and \
             engine_alive(self.segs.info)
 
     def _idle(self):
@@ -198,7 +221,7 @@ class Engine:
         pct, count = segs.stats.latency()
         return {
             "name": self.name,
-            "state": L.RUN_STATE_NAMES.get(int(segs.info["run_state"]), "?"),
+            "state": self.state(),
             "events": int(hdr["events"]),
             "results": int(hdr["results"]),
             "locked": int(hdr["locked"]),
@@ -219,4 +242,5 @@ def attach(name="default"):
     return Engine(name)
 
 
-__all__ = ["attach", "Engine", "Lapped", "Symbols", "Subscription", "UnknownSymbol"]
+__all__ = ["attach", "Engine", "EngineDied", "Lapped", "Symbols", "Subscription",
+           "UnknownSymbol"]

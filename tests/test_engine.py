@@ -101,7 +101,14 @@ def test_worker_killed_stops_the_engine_with_a_reason():
     with engine("--symbols", 100, "--workers", 2, "--rate", 100_000) as proc:
         with shmengine.attach(proc.name) as eng:
             pid = [p["pid"] for p in eng.stats()["processes"] if p["role"] == L.ROLE_WORKER][1]
-        os.kill(pid, signal.SIGKILL)
+            stream = iter(eng.subscribe())
+            next(stream)
+            os.kill(pid, signal.SIGKILL)
+            # a strategy following the stream learns that it ended badly, not that it ended
+            with pytest.raises(shmengine.EngineDied, match="failed .* without draining"):
+                for _ in stream:
+                    pass
+            assert eng.state() == "failed"
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 1
         assert f"worker 1 (pid {pid}) killed by SIGKILL" in err
@@ -113,10 +120,19 @@ def test_worker_killed_stops_the_engine_with_a_reason():
 def test_supervisor_killed_then_cleanup():
     with engine("--symbols", 100, "--workers", 1, "--rate", 100_000) as proc:
         name = proc.name
+        eng = shmengine.attach(name)
+        stream = iter(eng.subscribe())
+        next(stream)
+        assert eng.state() == "running"
         proc.kill()
         proc.wait()
         for c in proc.children_at_start:  # parent-death signal takes them down
             c.wait(30)
+        with pytest.raises(shmengine.EngineDied, match=f"supervisor, pid {proc.pid}, is gone"):
+            for _ in stream:
+                pass
+        assert eng.state() == "dead"
+        eng.close()
         assert segments_of(name)
         res = cli("list", check=True)
         assert name in res.stdout and "dead" in res.stdout
