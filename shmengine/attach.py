@@ -75,15 +75,19 @@ class Subscription:
     """An iterator over the broadcast stream from the moment of subscribing.
 
     ``for rec in sub`` yields RESULT records one by one and ends when the engine
-    has stopped and everything it published is read; it raises ``EngineDied`` if
-    the engine was killed or failed instead. ``sub.poll()`` returns whatever is new as an
-    array. Both raise ``Lapped`` if the reader fell a whole ring behind; the
-    subscription then continues from the newest record.
+    has stopped and everything it published is read. ``sub.poll()`` returns
+    whatever is new as an array (empty for good once a stopped engine's stream is
+    read). Both raise ``EngineDied`` once everything published is read if the
+    engine was killed or failed instead, and ``Lapped`` if the reader fell a
+    whole ring behind; the subscription then continues from the newest record.
     """
+
+    CHECK_S = 0.05  # how often an empty poll() looks whether the engine died
 
     def __init__(self, engine, reader):
         self.engine = engine
         self.reader = reader
+        self._checked = time.monotonic()
 
     @property
     def position(self):
@@ -91,7 +95,22 @@ class Subscription:
 
     def poll(self, max_n=4096):
         self._check_open()
-        return self.reader.poll(max_n)
+        batch = self.reader.poll(max_n)
+        if len(batch) == 0 and time.monotonic() - self._checked >= self.CHECK_S:
+            self._checked = time.monotonic()
+            if not self.engine.running():
+                batch = self.reader.poll(max_n)  # what it published as it stopped
+                if len(batch) == 0:
+                    self._raise_if_died()
+        return batch
+
+    def _raise_if_died(self):
+        state = self.engine.state()
+        if state in ("dead", "failed"):
+            why = (f"died (its supervisor, pid {int(self.engine.segs.info['supervisor_pid'])}, "
+                   f"is gone)" if state == "dead" else "failed (its supervisor said why)")
+            raise EngineDied(f"engine {self.engine.name!r} {why} without draining: its stream "
+                             f"ends at position {self.position:,}")
 
     def _check_open(self):
         if self.engine.closed:
@@ -108,13 +127,7 @@ class Subscription:
                     if len(batch):
                         yield from batch
                         continue
-                    state = self.engine.state()
-                    if state in ("dead", "failed"):
-                        why = (f"died (its supervisor, pid "
-                               f"{int(self.engine.segs.info['supervisor_pid'])}, is gone)"
-                               if state == "dead" else "failed (its supervisor said why)")
-                        raise EngineDied(f"engine {self.engine.name!r} {why} without draining: "
-                                         f"its stream ends at position {self.position:,}")
+                    self._raise_if_died()
                     return
                 self.engine._idle()
                 continue

@@ -132,6 +132,11 @@ def test_supervisor_killed_then_cleanup():
             for _ in stream:
                 pass
         assert eng.state() == "dead"
+        sub = eng.subscribe()  # a poll() loop learns it too, within Subscription.CHECK_S
+        with pytest.raises(shmengine.EngineDied, match="is gone"):
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 10:
+                sub.poll()
         eng.close()
         assert segments_of(name)
         res = cli("list", check=True)
