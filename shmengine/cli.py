@@ -192,7 +192,7 @@ def cmd_status(args):
 def add_snapshot(sub):
     p = sub.add_parser("snapshot", help="print one symbol's snapshot row")
     p.add_argument("name")
-    p.add_argument("symbol")
+    p.add_argument("symbol", help="its name, or its id")
     p.set_defaults(func=cmd_snapshot)
 
 
@@ -274,7 +274,10 @@ def format_analytics(row, n_venues, bar_intervals):
 def cmd_snapshot(args):
     from .attach import attach
     with attach(args.name) as eng:
-        row = eng.snapshot(args.symbol)
+        symbol = args.symbol
+        if symbol not in eng.symbols and symbol.isdigit():
+            symbol = int(symbol)  # an id: what streams and saved tables carry
+        row = eng.snapshot(symbol)
         bars = [int(b) for b in eng.segs.ana.header["bar_interval_ns"]] \
             if eng.analytics_enabled else None
         print(format_row(row, eng.symbols.name(int(row["symbol"])), eng.n_venues, bars))

@@ -14,6 +14,7 @@ import pytest
 
 import shmengine
 from shmengine import layout as L
+from shmengine.market import symbol_names
 from shmengine.table import TABLE
 
 from conftest import ROOT, cli, engine, segments_of, unique, wait_for
@@ -58,6 +59,8 @@ def test_attach_follow_and_stop():
             assert roles == [L.ROLE_FEED, L.ROLE_WORKER, L.ROLE_WORKER, L.ROLE_AGGREGATOR]
         res = cli("snapshot", name, sym, check=True)
         assert sym in res.stdout and "bid" in res.stdout and "microprice" in res.stdout
+        other = cli("snapshot", name, "7", check=True)  # by id, as streams and tables name them
+        assert other.stdout.split()[0] == symbol_names(200)[7] != sym
         res = cli("status", name, check=True)
         assert "worker 1" in res.stdout and "latency" in res.stdout
         assert "analytics: on" in res.stdout and "user dropped 0" in res.stdout
