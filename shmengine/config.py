@@ -16,6 +16,7 @@ Example ``engine.toml``::
     signal_spread_bps = 25.0
 """
 import dataclasses
+import math
 import os
 import tempfile
 import tomllib
@@ -106,6 +107,7 @@ _INT_RANGES = {
     "depth_levels": (1, L.TOP_LEVELS), "impact_pending": (1, 1 << 16), "signal_ofi": (0, 2**62),
     "kernel_state": (1, 1 << 16),
 }
+MAX_RATE = 1e9  # events/s: one a nanosecond, beyond any feed (and the pacing's arithmetic)
 DURATION_KEYS = ("vwap_window", "ofi_window", "rv_interval", "impact_delay")
 _UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
              "h": 3_600_000_000_000}
@@ -213,6 +215,8 @@ def _coerce(key, value, typ):
     if want is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):  # (argparse and TOML both read nan and inf)
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if want is str and not isinstance(value, str):
         raise ConfigError(f"{key} must be a string, got {value!r}")
@@ -257,8 +261,9 @@ def check(cfg):
                               f"({getattr(cfg, key)})")
     if cfg.wait not in ("spin", "adaptive"):
         raise ConfigError(f"wait must be 'spin' or 'adaptive', got {cfg.wait!r}")
-    if cfg.rate < 0:
-        raise ConfigError(f"rate must be >= 0 events/s, got {cfg.rate}")
+    if not 0 <= cfg.rate <= MAX_RATE:
+        raise ConfigError(f"rate must be 0 (as fast as possible) to {MAX_RATE:.0e} events/s, "
+                          f"got {cfg.rate:g}")
     if cfg.duration < 0:
         raise ConfigError(f"duration must be >= 0 seconds, got {cfg.duration}")
     if cfg.heartbeat_timeout <= 0:

@@ -2,9 +2,11 @@
 
 Every process: dies with its supervisor (parent-death signal), names itself
 for ps and top (``shme-feed``, ``shme-worker0``, ``shme-aggregator``), ignores
-SIGINT (the supervisor turns Ctrl-C into a clean drain), pins itself, attaches
-the engine's segments, registers in its stats row, then calls its stage's
-numba loop in slices of BUDGET_NS until the loop says it is done.
+SIGINT (the supervisor turns Ctrl-C into a clean drain) and turns SIGTERM into
+the engine's stop request (``timeout`` or systemd signal the whole group: the
+engine drains as it does for ``shmengine stop``), pins itself, attaches the
+engine's segments, registers in its stats row, then calls its stage's numba
+loop in slices of BUDGET_NS until the loop says it is done.
 """
 import os
 import signal
@@ -44,10 +46,14 @@ def _enter(engine, proc, role, index, cpu):
     with open("/proc/self/comm", "w") as f:
         f.write(process_name(role, index))
     lib.shme_set_timer_slack(TIMER_SLACK_NS)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     segs = EngineSegments.attach(engine, writable=True)
+    info = segs.info
+
+    def stop_request(signum, frame):
+        info["stop_request"] = 1
+    signal.signal(signal.SIGTERM, stop_request)
     row = segs.stats.procs[proc]
     row["pid"] = os.getpid()
     row["role"] = role
@@ -233,6 +239,9 @@ def child_main(target, *args):
     socket that cannot be opened, a file that cannot be read) is one line on stderr
     and exit code 1, after which the supervisor names the process that stopped; a
     traceback is left for what is a bug."""
+    # First of all: the supervisor's own handlers came with the fork.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         target(*args)
     except (OSError, ConfigError) as exc:

@@ -30,7 +30,11 @@ def _one_line_error(res, *needles):
     (["--venues", "9"], "venues must be between 1 and 8"),
     (["--workers", "0"], "workers must be between 1 and 64"),
     (["--wait", "sleepy"], "wait must be 'spin' or 'adaptive'"),
-    (["--rate", "-5"], "rate must be >= 0"),
+    (["--rate", "-5"], "rate must be 0 (as fast as possible) to 1e+09 events/s"),
+    (["--rate", "1e30"], "rate must be 0 (as fast as possible) to 1e+09"),  # pacing overflowed
+    (["--rate", "nan"], "rate must be a finite number"),
+    (["--duration", "inf"], "duration must be a finite number"),
+    (["--signal-spread-bps", "nan"], "signal_spread_bps must be a finite number"),
     (["--cpus", "0,99"], "CPU 99 is not available"),
     (["--cpus", "a-b"], "bad CPU list"),
     (["--ring-capacity", "1000"], "ring_capacity must be a power of two"),

@@ -120,6 +120,43 @@ def test_worker_killed_stops_the_engine_with_a_reason():
         _no_children_left(proc)
 
 
+@pytest.mark.parametrize("to", ["group", "worker"])
+def test_sigterm_to_the_group_or_to_one_process_drains_the_engine(to):
+    # `timeout`, systemd (KillMode=control-group) and `kill -TERM -PGID` signal every
+    # process at once; a user may signal just one
+    name = unique("term")
+    proc = subprocess.Popen([sys.executable, "-m", "shmengine.cli", "run", "--name", name,
+                             "--symbols", "50", "--rate", "100000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+    try:
+        wait_for(lambda: _events(name) > 10_000, 120, "the engine to run")
+        if to == "group":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            worker = [c for c in psutil.Process(proc.pid).children()
+                      if c.name() == "shme-worker0"]
+            worker[0].send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and err == "", err
+    assert "events/s" in out and "latency" in out
+    assert not segments_of(name)
+
+
+def _events(name):
+    """Events the engine took so far; 0 while it cannot be attached yet."""
+    from shmengine.shm import SegmentError  # (EngineNotRunning is one)
+    try:
+        with shmengine.attach(name) as eng:
+            return eng.stats()["events"]
+    except SegmentError:
+        return 0
+
+
 def test_supervisor_killed_then_cleanup():
     with engine("--symbols", 100, "--workers", 1, "--rate", 100_000) as proc:
         name = proc.name
