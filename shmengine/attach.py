@@ -84,10 +84,14 @@ class Subscription:
 
     CHECK_S = 0.05  # how often an empty poll() looks whether the engine died
 
-    def __init__(self, engine, reader):
+    def __init__(self, engine, reader, symbols=None, kinds=None):
         self.engine = engine
         self.reader = reader
         self._checked = time.monotonic()
+        self._symbols = None if symbols is None else np.unique(
+            [engine._symbol_id(s) for s in _listed(symbols)]).astype(np.uint32)
+        self._kinds = None if kinds is None else np.unique(
+            [_kind(k) for k in _listed(kinds)]).astype(np.uint8)
 
     @property
     def position(self):
@@ -102,6 +106,14 @@ class Subscription:
                 batch = self.reader.poll(max_n)  # what it published as it stopped
                 if len(batch) == 0:
                     self._raise_if_died()
+        return self._wanted(batch)
+
+    def _wanted(self, batch):
+        """The records of the symbols and kinds subscribed to (all without a filter)."""
+        if self._symbols is not None and len(batch):
+            batch = batch[np.isin(batch["symbol"], self._symbols)]
+        if self._kinds is not None and len(batch):
+            batch = batch[np.isin(batch["kind"], self._kinds)]
         return batch
 
     def _raise_if_died(self):
@@ -125,13 +137,29 @@ class Subscription:
                 if not self.engine.running():
                     batch = self.reader.poll()  # what it published as it stopped
                     if len(batch):
-                        yield from batch
+                        yield from self._wanted(batch)
                         continue
                     self._raise_if_died()
                     return
                 self.engine._idle()
                 continue
-            yield from batch
+            yield from self._wanted(batch)
+
+
+_KINDS = {name: kind for kind, name in L.RESULT_KIND_NAMES.items()
+          if kind not in (L.RES_WATERMARK, L.RES_END)}
+
+
+def _listed(values):
+    return [values] if isinstance(values, (str, int, np.integer)) else list(values)
+
+
+def _kind(kind):
+    if isinstance(kind, str) and kind in _KINDS:
+        return _KINDS[kind]
+    if isinstance(kind, (int, np.integer)) and int(kind) in _KINDS.values():
+        return int(kind)
+    raise ValueError(f"unknown record kind {kind!r} (one of {', '.join(_KINDS)})")
 
 
 class _Closed:
@@ -222,9 +250,14 @@ class Engine:
     def analytics_enabled(self):
         return self.segs.ana.enabled
 
-    def subscribe(self, from_position=None):
-        """Follow the broadcast stream from now (or from ``from_position``)."""
-        return Subscription(self, self.segs.bcast.reader(from_position))
+    def subscribe(self, from_position=None, symbols=None, kinds=None):
+        """Follow the broadcast stream from now (or from ``from_position``).
+
+        ``symbols`` (names or ids) and ``kinds`` (``"trade"``, ``"bar"``, ... or
+        layout.RES_* values) keep only those records, filtered a batch at a time:
+        ``eng.subscribe(symbols=["NIF", "ZAU"], kinds=["trade", "bar"])``.
+        """
+        return Subscription(self, self.segs.bcast.reader(from_position), symbols, kinds)
 
     def stats(self):
         """Counters of every process, the market-wide figures and latency percentiles."""

@@ -81,6 +81,30 @@ def test_attach_follow_and_stop():
         _no_children_left(proc)
 
 
+def test_a_subscription_keeps_only_the_symbols_and_kinds_asked_for():
+    with engine("--symbols", 30, "--rate", 200_000, "--bars", "100ms") as proc:
+        with shmengine.attach(proc.name) as eng:
+            names = eng.symbols.names
+            wanted = {eng.symbols[names[2]], 5}
+            got = []
+            for rec in eng.subscribe(symbols=[names[2], 5], kinds=["trade", L.RES_BAR]):
+                got.append((int(rec["symbol"]), int(rec["kind"])))
+                if len(got) == 300:
+                    break
+            assert {s for s, _ in got} == wanted
+            assert {k for _, k in got} == {L.RES_TRADE, L.RES_BAR}
+            sub = eng.subscribe(symbols=names[7])
+            batch = np.zeros(0, L.RESULT)
+            t0 = time.monotonic()
+            while len(batch) == 0 and time.monotonic() - t0 < 30:
+                batch = sub.poll()
+            assert len(batch) and (batch["symbol"] == 7).all()
+            with pytest.raises(ValueError, match="unknown record kind 'trades'"):
+                eng.subscribe(kinds="trades")
+            with pytest.raises(shmengine.UnknownSymbol):
+                eng.subscribe(symbols=["NOPE"])
+
+
 def test_a_closed_engine_says_so_and_what_was_read_stays():
     with engine("--symbols", 20, "--rate", 50_000) as proc:
         eng = shmengine.attach(proc.name)
