@@ -304,6 +304,11 @@ def run(cfg, out=sys.stdout, err=sys.stderr):
             return 0
         _say(f"engine {cfg.name} running: {cfg.symbols} symbols, {cfg.venues} venues, "
              f"{cfg.workers} worker(s), pid {os.getpid()}", out)
+        usable = len(os.sched_getaffinity(0))
+        if cfg.wait == "spin" and cfg.n_procs > usable:
+            _say(f"shmengine: note: wait spin with {cfg.n_procs} processes on {usable} usable "
+                 f"CPUs: spinners share them by time slice and stall each other; --wait "
+                 f"adaptive runs faster here (`shmengine doctor` says more)", err)
         try:
             sup.wait()
         except EngineFailed as exc:

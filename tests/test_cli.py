@@ -12,7 +12,7 @@ from shmengine.attach import Symbols, UnknownSymbol
 from shmengine import shm
 from shmengine.config import ConfigError, load, parse_cpu_list
 
-from conftest import ROOT, cli, engine
+from conftest import ROOT, cli, engine, unique
 
 
 def _one_line_error(res, *needles):
@@ -203,3 +203,17 @@ def test_a_reader_that_goes_away_is_not_an_error():
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_spin_on_fewer_cpus_than_processes_says_so():
+    usable = len(os.sched_getaffinity(0))
+    if usable > 16:
+        pytest.skip(f"{usable} CPUs: oversubscribing them takes {usable} processes")
+    workers = usable - 1  # with the feed and the aggregator, one process more than CPUs
+    args = ("run", "--name", unique("spin"), "--symbols", 20, "--events", 2000,
+            "--workers", workers)
+    res = cli(*args, "--wait", "spin", check=True)
+    assert f"wait spin with {usable + 1} processes on {usable} usable CPUs" in res.stderr
+    assert "note:" in res.stderr and "Traceback" not in res.stderr
+    res = cli(*args, "--wait", "adaptive", check=True)
+    assert "note:" not in res.stderr
