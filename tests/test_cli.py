@@ -209,11 +209,11 @@ def test_spin_on_fewer_cpus_than_processes_says_so():
     usable = len(os.sched_getaffinity(0))
     if usable > 16:
         pytest.skip(f"{usable} CPUs: oversubscribing them takes {usable} processes")
-    workers = usable - 1  # with the feed and the aggregator, one process more than CPUs
+    workers = max(usable - 1, 1)  # with the feed and the aggregator, more processes than CPUs
     args = ("run", "--name", unique("spin"), "--symbols", 20, "--events", 2000,
             "--workers", workers)
     res = cli(*args, "--wait", "spin", check=True)
-    assert f"wait spin with {usable + 1} processes on {usable} usable CPUs" in res.stderr
+    assert f"wait spin with {workers + 2} processes on {usable} usable CPUs" in res.stderr
     assert "note:" in res.stderr and "Traceback" not in res.stderr
     res = cli(*args, "--wait", "adaptive", check=True)
     assert "note:" not in res.stderr
