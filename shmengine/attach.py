@@ -88,10 +88,17 @@ class Subscription:
         self.engine = engine
         self.reader = reader
         self._checked = time.monotonic()
-        self._symbols = None if symbols is None else np.unique(
-            [engine._symbol_id(s) for s in _listed(symbols)]).astype(np.uint32)
-        self._kinds = None if kinds is None else np.unique(
-            [_kind(k) for k in _listed(kinds)]).astype(np.uint8)
+        # what to keep, as bool arrays by symbol id and by kind (None: everything)
+        self._symbols = self._kinds = None
+        if symbols is not None or kinds is not None:
+            self._symbols = np.ones(len(engine.symbols), np.bool_)
+            self._kinds = np.ones(256, np.bool_)
+        if symbols is not None:
+            self._symbols[:] = False
+            self._symbols[[engine._symbol_id(s) for s in _listed(symbols)]] = True
+        if kinds is not None:
+            self._kinds[:] = False
+            self._kinds[[_kind(k) for k in _listed(kinds)]] = True
 
     @property
     def position(self):
@@ -99,22 +106,19 @@ class Subscription:
 
     def poll(self, max_n=4096):
         self._check_open()
-        batch = self.reader.poll(max_n)
-        if len(batch) == 0 and time.monotonic() - self._checked >= self.CHECK_S:
+        start = self.position
+        batch = self._read(max_n)
+        if self.position == start and time.monotonic() - self._checked >= self.CHECK_S:
             self._checked = time.monotonic()
             if not self.engine.running():
-                batch = self.reader.poll(max_n)  # what it published as it stopped
-                if len(batch) == 0:
+                batch = self._read(max_n)  # what it published as it stopped
+                if self.position == start:
                     self._raise_if_died()
-        return self._wanted(batch)
-
-    def _wanted(self, batch):
-        """The records of the symbols and kinds subscribed to (all without a filter)."""
-        if self._symbols is not None and len(batch):
-            batch = batch[np.isin(batch["symbol"], self._symbols)]
-        if self._kinds is not None and len(batch):
-            batch = batch[np.isin(batch["kind"], self._kinds)]
         return batch
+
+    def _read(self, max_n=4096):
+        """The next records of the symbols and kinds subscribed to (all without a filter)."""
+        return self.reader.poll(max_n, self._symbols, self._kinds)
 
     def _raise_if_died(self):
         state = self.engine.state()
@@ -132,18 +136,19 @@ class Subscription:
     def __iter__(self):
         while True:
             self._check_open()
-            batch = self.reader.poll()
-            if len(batch) == 0:
+            start = self.position
+            batch = self._read()
+            if self.position == start:
                 if not self.engine.running():
-                    batch = self.reader.poll()  # what it published as it stopped
-                    if len(batch):
-                        yield from self._wanted(batch)
+                    batch = self._read()  # what it published as it stopped
+                    if self.position != start:
+                        yield from batch
                         continue
                     self._raise_if_died()
                     return
                 self.engine._idle()
                 continue
-            yield from self._wanted(batch)
+            yield from batch
 
 
 _KINDS = {name: kind for kind, name in L.RESULT_KIND_NAMES.items()

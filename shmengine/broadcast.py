@@ -52,6 +52,38 @@ def read(hdr64, slots, mask, position, out, max_n):
 
 
 @njit(cache=True, _nrt=False)
+def read_wanted(hdr64, slots, mask, position, out, max_scan, symbols, kinds):
+    """Look at up to ``max_scan`` records from ``position`` and copy into ``out`` those
+    whose symbol and kind are set in the bool arrays ``symbols`` (by symbol id) and
+    ``kinds`` (256, by kind), until ``out`` is full.
+
+    Returns (copied, looked at), or (-1, 0) if the reader was lapped. Only the
+    wanted records are copied whole: following a few symbols of a fast stream
+    reads one line of each record, not all five.
+    """
+    capacity = mask + 1
+    tail = load_acquire(hdr64, TAIL)
+    if tail - position > capacity:
+        return -1, 0
+    scan = min(tail - position, max_scan)
+    n = 0
+    room = out.shape[0]
+    for i in range(scan):
+        rec = slots[(position + i) & mask]
+        sym = np.int64(rec.symbol)  # a slot being overwritten may hold anything: bounded
+        if sym < symbols.shape[0] and symbols[sym] and kinds[rec.kind]:
+            out[n] = rec
+            n += 1
+            if n == room:
+                scan = i + 1
+                break
+    fence_acquire()
+    if load_acquire(hdr64, INTENT) - capacity > position:
+        return -1, 0
+    return n, scan
+
+
+@njit(cache=True, _nrt=False)
 def tail(hdr64):
     return load_acquire(hdr64, TAIL)
 
@@ -99,14 +131,24 @@ class BroadcastReader:
         self.position = position
         self.buf = np.zeros(4096, ring.slots.dtype)
 
-    def poll(self, max_n=4096):
-        """New records as an array (a copy, possibly empty); raises Lapped."""
+    def poll(self, max_n=4096, symbols=None, kinds=None):
+        """New records as an array (a copy, possibly empty); raises Lapped.
+
+        With ``symbols`` and ``kinds`` (bool arrays: by symbol id, and 256 by
+        kind) only those records, out of up to 16 times max_n looked at.
+        """
         max_n = min(max_n, len(self.buf))
-        n = read(self.ring.hdr64, self.ring.slots, self.ring.mask, self.position, self.buf, max_n)
+        if symbols is None:
+            n = read(self.ring.hdr64, self.ring.slots, self.ring.mask, self.position, self.buf,
+                     max_n)
+            looked = n
+        else:
+            n, looked = read_wanted(self.ring.hdr64, self.ring.slots, self.ring.mask,
+                                    self.position, self.buf[:max_n], 16 * max_n, symbols, kinds)
         if n < 0:
             now = tail(self.ring.hdr64)
             missed = now - self.position - self.ring.capacity
             self.position = now
             raise Lapped(max(missed, 1))
-        self.position += n
+        self.position += looked
         return self.buf[:n].copy()

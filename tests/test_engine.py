@@ -89,7 +89,7 @@ def test_a_subscription_keeps_only_the_symbols_and_kinds_asked_for():
             got = []
             for rec in eng.subscribe(symbols=[names[2], 5], kinds=["trade", L.RES_BAR]):
                 got.append((int(rec["symbol"]), int(rec["kind"])))
-                if len(got) == 300:
+                if len(got) >= 300 and len({k for _, k in got}) == 2 or len(got) == 5000:
                     break
             assert {s for s, _ in got} == wanted
             assert {k for _, k in got} == {L.RES_TRADE, L.RES_BAR}

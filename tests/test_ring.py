@@ -120,3 +120,31 @@ def test_prefetch_record_touches_every_line_of_the_record():
     assert len(prefetches) == 2 * lines and prefetches.count("prefetcht0") >= lines
     # PREFETCHW where the CPU has it (x86 since Broadwell and on AMD); else a plain one
     assert prefetches.count("prefetchw") in (0, lines)
+
+
+def test_a_filtered_read_copies_only_the_wanted_records():
+    from shmengine.broadcast import read_wanted
+    cap = 64
+    hdr = np.zeros(L.RING_DATA_OFFSET // 8, np.int64)
+    slots = np.zeros(cap, L.RESULT)
+    slots["seq"] = np.arange(cap)
+    slots["symbol"] = np.arange(cap) % 7
+    slots["symbol"][5] = 1 << 30  # what a slot being overwritten could hold
+    slots["kind"] = np.where(np.arange(cap) % 3 == 0, L.RES_TRADE, L.RES_QUOTE)
+    hdr[L.RING_PRODUCER_WORD] = hdr[L.RING_PRODUCER_INTENT_WORD] = 40
+    symbols = np.zeros(7, np.bool_)
+    symbols[[2, 5]] = True
+    kinds = np.zeros(256, np.bool_)
+    kinds[L.RES_TRADE] = True
+    out = np.zeros(16, L.RESULT)
+    n, looked = read_wanted(hdr, slots, cap - 1, 0, out, 1000, symbols, kinds)
+    want = [i for i in range(40) if i % 7 in (2, 5) and i % 3 == 0 and i != 5]
+    assert looked == 40 and list(out["seq"][:n]) == want
+    # out full: it stops at the record that filled it, and says how far it looked
+    n, looked = read_wanted(hdr, slots, cap - 1, 0, out[:2], 1000, symbols, kinds)
+    assert n == 2 and looked == want[1] + 1
+    n, looked = read_wanted(hdr, slots, cap - 1, 10, out, 5, symbols, kinds)
+    assert looked == 5 and list(out["seq"][:n]) == [i for i in want if 10 <= i < 15]
+    # lapped: its records at position are gone
+    hdr[L.RING_PRODUCER_WORD] = hdr[L.RING_PRODUCER_INTENT_WORD] = 40 + cap
+    assert read_wanted(hdr, slots, cap - 1, 0, out, 1000, symbols, kinds)[0] == -1
