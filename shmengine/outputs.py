@@ -11,7 +11,6 @@ the feed process, so they see exactly the sequence the workers see.
                              answering from the last N events sent and, with
                              --journal, from the journal for anything older
 """
-import json
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ import numpy as np
 
 from . import layout as L
 from .config import ConfigError
+from .export import save_json, write_atomically
 from .sources import NAMES_FILE, STREAM_FILE, parse_udp
 
 HEARTBEAT_S = 1.0  # a publisher with nothing to send says so this often
@@ -128,10 +128,11 @@ def open_outputs(cfg, names):
         from .journal import JournalWriter
         try:
             os.makedirs(cfg.journal, exist_ok=True)
-            with open(os.path.join(cfg.journal, NAMES_FILE), "w") as fh:
-                fh.write("".join(f"{n}\n" for n in names))
-            with open(os.path.join(cfg.journal, STREAM_FILE), "w") as fh:
-                json.dump({"venues": cfg.venues, "symbols": len(names)}, fh)
+            # whole or not at all: a replay reads them to size its engine
+            write_atomically(os.path.join(cfg.journal, NAMES_FILE),
+                             lambda fh: fh.write("".join(f"{n}\n" for n in names).encode()))
+            save_json(os.path.join(cfg.journal, STREAM_FILE),
+                      {"venues": cfg.venues, "symbols": len(names)})
             journal = JournalWriter(cfg.journal, session=cfg.name[:10])
         except OSError as exc:
             journal_failed(cfg.journal, 0, exc)
