@@ -176,6 +176,9 @@ def merge(records, n, uk, local_index, rows, words, out, out_user, out_position,
             while c < uk.counts[kk] and recs[c].seq <= r.seq:
                 if recs[c].seq == r.seq:
                     recs[c].kernel = kk
+                    # whatever the kernel wrote there: a user record never updates a
+                    # row (the aggregator writes rows by the symbol of book results)
+                    recs[c].kind = L.RES_USER
                     out_user[(out_position + written) & out_mask] = recs[c]
                     written += 1
                 else:

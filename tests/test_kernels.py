@@ -322,6 +322,18 @@ def test_merge_places_user_records_after_the_last_record_of_their_seq():
     assert list(users["values"][:, 0]) == [0.5, 1.5, 0.5, 1.5, 2.5, 2.5]
 
 
+def test_a_user_record_is_never_taken_for_a_book_result():
+    # a kernel that overwrites the kind (and the symbol) of its record after stamp()
+    recs = _batch(_rec(10, 1, Q), _rec(11, 2, T))
+    m = Merged(recs, [[10]], owned=[1, 2])
+    m.uk.outs["kind"][0, 0] = L.RES_QUOTE
+    m.uk.outs["symbol"][0, 0] = 1 << 30
+    written = merge(recs, m.n, m.uk, m.local_index, m.rows, m.words, m.out,
+                    m.out.view(L.USER_RECORD), 0, RING - 1, m.dropped)
+    kinds = m.out["kind"][:written]
+    assert list(kinds) == [Q, L.RES_USER, T]  # the aggregator writes rows only for Q/T/C
+
+
 def test_merge_wraps_around_the_ring():
     recs = _batch(*[_rec(s, 1) for s in range(20, 30)])
     m = Merged(recs, [list(range(20, 30))], owned=[1], position=RING - 5)
