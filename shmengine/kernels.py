@@ -24,7 +24,9 @@ A user kernel is an ``@njit`` function with this signature::
   (at most ``len(out)``). Call ``stamp(out[j], records[i], tag)`` first:
   it copies the header of the record the new one reacts to, so it goes on
   the stream just after it. Records whose seq is not in the batch, or lower
-  than one already placed, are dropped and counted (``user_dropped``).
+  than one already placed, are dropped and counted (``user_dropped``). A
+  record goes on the stream as RES_USER with its kernel's index, whatever
+  kind it holds.
 
 Name kernels in the config as ``"module:function"`` (an importable module)
 or ``"path/to/file.py:function"``. Each is compiled and tried on a sample
