@@ -302,13 +302,17 @@ def cmd_stop(args):
             raise CliError(f"engine {args.name!r} is not running (its supervisor is gone); "
                            f"run `shmengine cleanup`")
         segs.info["stop_request"] = 1
+        deadline = time.monotonic() + args.timeout
+        while shm.engine_segments(args.name):
+            if time.monotonic() > deadline:
+                raise CliError(f"engine {args.name!r} did not stop within {args.timeout:g} s")
+            time.sleep(0.05)
+        # (the mapping outlives the segments' names: how it ended is still there)
+        if int(segs.info["run_state"]) == L.RUN_FAILED:
+            raise CliError(f"engine {args.name!r} failed instead of draining (its supervisor "
+                           f"said why)")
     finally:
         segs.close()
-    deadline = time.monotonic() + args.timeout
-    while shm.engine_segments(args.name):
-        if time.monotonic() > deadline:
-            raise CliError(f"engine {args.name!r} did not stop within {args.timeout:g} s")
-        time.sleep(0.05)
     print(f"engine {args.name} stopped")
     return 0
 

@@ -353,6 +353,9 @@ def test_hung_worker_is_detected(tmp_path):
         with shmengine.attach(proc.name) as eng:
             pid = [p["pid"] for p in eng.stats()["processes"] if p["role"] == L.ROLE_WORKER][0]
         os.kill(pid, signal.SIGSTOP)
+        # a stop asked of it meanwhile does not say it stopped
+        res = cli("stop", proc.name)
+        assert res.returncode == 1 and "failed instead of draining" in res.stderr, res.stderr
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 1
         assert f"worker 0 (pid {pid}) sent no heartbeat" in err and "hung" in err
