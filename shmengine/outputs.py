@@ -168,6 +168,12 @@ def publish_options(url):
     history = int(opts.get("history", 1))
     if history < 1 or history & (history - 1):
         raise ConfigError(f"publish {url!r}: history must be a power of two, got {history}")
+    if int(opts.get("ttl", 1)) > 255:
+        raise ConfigError(f"publish {url!r}: ttl must be at most 255")
+    retransmit = int(opts.get("retransmit", opts["port"] + 1))
+    if not 1 <= retransmit <= 65535:
+        raise ConfigError(f"publish {url!r}: the retransmission port must be 1..65535 (by "
+                          f"default the group's port + 1), got {retransmit}")
     return opts
 
 

@@ -203,8 +203,9 @@ def journal_stream(path):
 def retransmit_address(opts):
     """(host, port) of a udp source's retransmit=HOST:PORT option."""
     host, _, port = opts["retransmit"].rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"retransmit must be HOST:PORT, got {opts['retransmit']!r}")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"retransmit must be HOST:PORT (port 1..65535), got "
+                          f"{opts['retransmit']!r}")
     return host, int(port)
 
 

@@ -55,6 +55,12 @@ def _one_line_error(res, *needles):
     (["--publish", "udp://239.1.1.1:5000?interface=198.51.100.77"],
      "interface 198.51.100.77 is not an address of this host"),
     (["--source", "udp://239.1.1.1:5000?interface=eth0"], "interface must be an IPv4 address"),
+    # ports and a ttl the sockets would refuse only once the engine runs
+    (["--publish", "udp://239.1.1.1:5000?retransmit=70000"],
+     "retransmission port must be 1..65535"),
+    (["--publish", "udp://239.1.1.1:65535"], "by default the group's port + 1), got 65536"),
+    (["--publish", "udp://239.1.1.1:5000?ttl=300"], "ttl must be at most 255"),
+    (["--source", "udp://239.1.1.1:5000?retransmit=127.0.0.1:99999"], "port 1..65535"),
     (["--journal", "/proc/j/today"], "cannot write in /proc"),
     (["--journal", "/etc/hostname"], "is not a directory"),
 ])
