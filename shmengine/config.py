@@ -129,6 +129,7 @@ def load(path=None, overrides=None):
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    _source_settings(values)
     _journal_venues(values)
     known = _field_types()
     unknown = sorted(set(values) - set(known))
@@ -137,6 +138,23 @@ def load(path=None, overrides=None):
     cfg = Config(**{k: _coerce(k, v, known[k]) for k, v in values.items()})
     check(cfg)
     return cfg
+
+
+def _source_settings(values):
+    """Refuse settings the run's source would ignore: asked for, they were meant."""
+    source = values.get("source")
+    if not isinstance(source, str) or source in ("", "synthetic"):
+        return
+    if values.get("rate"):
+        raise ConfigError("rate paces the synthetic market: a file or a journal is paced with "
+                          "speed, a multicast link by its publisher")
+    named_by = ("the ITCH file" if source.startswith("itch:") else
+                "the journal" if source.startswith("journal:") else
+                "the publisher" if "symbols=publisher" in source else None)
+    if "symbols" in values and named_by:
+        raise ConfigError(f"the symbols come from {named_by}: leave symbols out")
+    if "venues" in values and source.startswith("itch:"):
+        raise ConfigError("an ITCH file is one venue's feed: leave venues out")
 
 
 def _journal_venues(values):

@@ -55,6 +55,13 @@ def _one_line_error(res, *needles):
     (["--publish", "udp://239.1.1.1:5000?interface=198.51.100.77"],
      "interface 198.51.100.77 is not an address of this host"),
     (["--source", "udp://239.1.1.1:5000?interface=eth0"], "interface must be an IPv4 address"),
+    # settings the source would ignore
+    (["--source", "itch:day.itch", "--rate", "1000"], "rate paces the synthetic market"),
+    (["--source", "journal:j", "--symbols", "5"], "the symbols come from the journal"),
+    (["--source", "itch:day.itch", "--symbols", "5"], "the symbols come from the ITCH file"),
+    (["--source", "itch:day.itch", "--venues", "2"], "an ITCH file is one venue's feed"),
+    (["--source", "udp://239.1.1.1:5000?retransmit=127.0.0.1:5001&symbols=publisher",
+      "--symbols", "5"], "the symbols come from the publisher"),
     # ports and a ttl the sockets would refuse only once the engine runs
     (["--publish", "udp://239.1.1.1:5000?retransmit=70000"],
      "retransmission port must be 1..65535"),
