@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from . import layout as L
+from . import broadcast
 from .broadcast import Lapped
 from .segments import EngineSegments
 from .shm import SegmentError
@@ -228,7 +229,7 @@ class Engine:
         time.sleep(self._sleep)
 
     def _symbol_id(self, symbol):
-        if isinstance(symbol, (int, np.integer)):
+        if isinstance(symbol, (int, np.integer)) and not isinstance(symbol, (bool, np.bool_)):
             if not 0 <= symbol < len(self.symbols):
                 raise UnknownSymbol(f"symbol id {symbol} out of range 0..{len(self.symbols) - 1}")
             return int(symbol)
@@ -262,6 +263,11 @@ class Engine:
         layout.RES_* values) keep only those records, filtered a batch at a time:
         ``eng.subscribe(symbols=["NIF", "ZAU"], kinds=["trade", "bar"])``.
         """
+        if from_position is not None:
+            newest = broadcast.tail(self.segs.bcast.hdr64)
+            if not 0 <= from_position <= newest:
+                raise ValueError(f"from_position must be a position of the stream, 0..{newest:,} "
+                                 f"(the next record to come), got {from_position:,}")
         return Subscription(self, self.segs.bcast.reader(from_position), symbols, kinds)
 
     def stats(self):

@@ -103,6 +103,11 @@ def test_a_subscription_keeps_only_the_symbols_and_kinds_asked_for():
                 eng.subscribe(kinds="trades")
             with pytest.raises(shmengine.UnknownSymbol):
                 eng.subscribe(symbols=["NOPE"])
+            with pytest.raises(shmengine.UnknownSymbol):
+                eng.snapshot(True)  # not symbol id 1
+            for ahead in (-1, 10**15):  # (a position in the future used to say "lapped")
+                with pytest.raises(ValueError, match="from_position must be a position"):
+                    eng.subscribe(from_position=ahead)
 
 
 def test_a_closed_engine_says_so_and_what_was_read_stays():
