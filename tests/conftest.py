@@ -53,6 +53,16 @@ def _attachable(name):
         return False
 
 
+def events_taken(name):
+    """Events engine ``name`` took so far; 0 while it cannot be attached (yet)."""
+    import shmengine
+    try:
+        with shmengine.attach(name) as eng:
+            return eng.stats()["events"]
+    except shm.SegmentError:  # (EngineNotRunning is one)
+        return 0
+
+
 @contextmanager
 def engine(*args, name=None, wait_state=True):
     """Start `shmengine run` in a subprocess; stop it and check nothing is left."""

@@ -17,7 +17,7 @@ from shmengine import layout as L
 from shmengine.market import symbol_names
 from shmengine.table import TABLE
 
-from conftest import ROOT, cli, engine, segments_of, unique, wait_for
+from conftest import ROOT, cli, engine, events_taken, segments_of, unique, wait_for
 
 
 def _no_children_left(proc):
@@ -158,7 +158,7 @@ def test_sigterm_to_the_group_or_to_one_process_drains_the_engine(to):
                              "--symbols", "50", "--rate", "100000"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
     try:
-        wait_for(lambda: _events(name) > 10_000, 120, "the engine to run")
+        wait_for(lambda: events_taken(name) > 10_000, 120, "the engine to run")
         if to == "group":
             os.killpg(proc.pid, signal.SIGTERM)
         else:
@@ -174,16 +174,6 @@ def test_sigterm_to_the_group_or_to_one_process_drains_the_engine(to):
     assert "Traceback" not in err and err == "", err
     assert "events/s" in out and "latency" in out
     assert not segments_of(name)
-
-
-def _events(name):
-    """Events the engine took so far; 0 while it cannot be attached yet."""
-    from shmengine.shm import SegmentError  # (EngineNotRunning is one)
-    try:
-        with shmengine.attach(name) as eng:
-            return eng.stats()["events"]
-    except SegmentError:
-        return 0
 
 
 def test_supervisor_killed_then_cleanup():

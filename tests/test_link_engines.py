@@ -12,18 +12,10 @@ import shmengine
 from shmengine import layout as L
 from shmengine import shm
 
-from conftest import ROOT, cli, engine, segments_of, unique, wait_for
+from conftest import ROOT, cli, engine, events_taken, segments_of, unique, wait_for
 from test_mold import loopback_multicast  # noqa: F401  (a fixture)
 
 SYMBOLS = 50
-
-
-def _events(name):
-    try:
-        with shmengine.attach(name) as eng:
-            return eng.stats()["events"]
-    except Exception:
-        return 0
 
 
 def test_late_subscriber_recovers_from_the_journal(loopback_multicast, tmp_path):  # noqa: F811
@@ -34,7 +26,7 @@ def test_late_subscriber_recovers_from_the_journal(loopback_multicast, tmp_path)
     with engine("--symbols", SYMBOLS, "--venues", 6, "--rate", 20_000, "--duration", 300,
                 "--publish", f"udp://{group}:{port}?interface=127.0.0.1&history=1024",
                 "--journal", tmp_path / "journal", "--save-snapshot", pub_table) as pub:
-        wait_for(lambda: _events(pub.name) > 20_000, 60, "the publisher to be well ahead")
+        wait_for(lambda: events_taken(pub.name) > 20_000, 60, "the publisher to be well ahead")
         # no --symbols or --venues: it takes the publisher's names and venues from the link
         sub = subprocess.Popen(
             [sys.executable, "-m", "shmengine.cli", "run", "--name", sub_name,
@@ -44,7 +36,7 @@ def test_late_subscriber_recovers_from_the_journal(loopback_multicast, tmp_path)
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             # it joins live, then fetches the first 20,000 and more from the journal
-            wait_for(lambda: _events(sub_name) > 30_000, 180, "the subscriber to catch up")
+            wait_for(lambda: events_taken(sub_name) > 30_000, 180, "the subscriber to catch up")
             with shmengine.attach(sub_name) as sub_eng, shmengine.attach(pub.name) as pub_eng:
                 assert sub_eng.symbols.names == pub_eng.symbols.names
                 assert len(sub_eng.symbols.names) == SYMBOLS
