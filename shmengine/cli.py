@@ -321,6 +321,7 @@ def cmd_stop(args):
 
 def add_list(sub):
     p = sub.add_parser("list", help="engines on this host")
+    p.add_argument("--json", action="store_true", help="print a JSON list, for scripts")
     p.set_defaults(func=cmd_list)
 
 
@@ -347,6 +348,10 @@ def engine_rows():
 
 def cmd_list(args):
     rows = engine_rows()
+    if args.json:
+        print(json.dumps([{"name": name, "state": state, "pid": pid, "symbols": n_sym,
+                           "workers": n_w} for name, state, pid, n_sym, n_w in rows], indent=1))
+        return 0
     if not rows:
         print("no engines on this host")
         return 0

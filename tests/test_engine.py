@@ -72,6 +72,9 @@ def test_attach_follow_and_stop():
         assert set(st["latency_ns"]) == {"50", "90", "99", "99.9", "99.99"}
         res = cli("list", check=True)
         assert name in res.stdout and "running" in res.stdout
+        listed = {e["name"]: e for e in json.loads(cli("list", "--json", check=True).stdout)}
+        assert listed[name]["state"] == "running" and listed[name]["workers"] == 2
+        assert listed[name]["pid"] == proc.pid and listed[name]["symbols"] == 200
         res = cli("stop", name, check=True)
         assert "stopped" in res.stdout
         out, err = proc.communicate(timeout=30)
