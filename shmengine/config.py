@@ -134,10 +134,28 @@ def load(path=None, overrides=None):
     known = _field_types()
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"unknown config key {unknown[0]!r} ({_hint_key(unknown[0], known)})")
     cfg = Config(**{k: _coerce(k, v, known[k]) for k, v in values.items()})
     check(cfg)
     return cfg
+
+
+# keys a user may write as the command-line flag that sets them
+_FLAG_KEYS = {"bars": "bar_intervals", "kernel": "kernels", "no_analytics": "analytics"}
+
+
+def _hint_key(key, known):
+    """What a mistyped config key was likely meant to be."""
+    import difflib
+    text = str(key).replace("-", "_")
+    if text in _FLAG_KEYS:
+        return f"the flag --{text.replace('_', '-')} sets {_FLAG_KEYS[text]}"
+    if text in known:
+        return f"write it {text}"
+    alike = difflib.get_close_matches(text, list(known), n=3, cutoff=0.6)
+    if alike:
+        return f"did you mean {', '.join(alike)}?"
+    return f"known: {', '.join(sorted(known))}"
 
 
 def _source_settings(values):

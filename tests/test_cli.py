@@ -111,7 +111,12 @@ def test_bad_config_files(tmp_path):
     _one_line_error(cli("run", bad), "is not valid TOML")
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("simbols = 10\n")
-    _one_line_error(cli("run", unknown), "unknown config key 'simbols'")
+    _one_line_error(cli("run", unknown), "unknown config key 'simbols' (did you mean symbols?)")
+    for line, hint in (("bars = '1s'", "the flag --bars sets bar_intervals"),
+                       ("ring-capacity = 1024", "write it ring_capacity"),
+                       ("qqqq = 1", "known: analytics, bar_intervals")):
+        unknown.write_text(line + "\n")
+        _one_line_error(cli("run", unknown), hint)
     typed = tmp_path / "typed.toml"
     typed.write_text('symbols = "many"\n')
     _one_line_error(cli("run", typed), "symbols must be an integer")
