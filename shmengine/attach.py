@@ -106,49 +106,42 @@ class Subscription:
         return self.reader.position
 
     def poll(self, max_n=4096):
-        self._check_open()
-        start = self.position
-        batch = self._read(max_n)
-        if self.position == start and time.monotonic() - self._checked >= self.CHECK_S:
+        check = time.monotonic() - self._checked >= self.CHECK_S
+        if check:
             self._checked = time.monotonic()
-            if not self.engine.running():
-                batch = self._read(max_n)  # what it published as it stopped
-                if self.position == start:
-                    self._raise_if_died()
-        return batch
+        return self._next(max_n, check)[0]
 
-    def _read(self, max_n=4096):
-        """The next records of the symbols and kinds subscribed to (all without a filter)."""
-        return self.reader.poll(max_n, self._symbols, self._kinds)
-
-    def _raise_if_died(self):
+    def _next(self, max_n, check_end):
+        """(records, ended): the next records of the symbols and kinds subscribed to (all
+        without a filter). When there are none and ``check_end``: ended is True if the
+        engine stopped and its stream is read, and EngineDied is raised if it was
+        killed or failed instead."""
+        if self.engine.closed:
+            raise ValueError(f"engine {self.engine.name!r} is closed: attach again and "
+                             "subscribe to follow its stream")
+        start = self.position
+        batch = self.reader.poll(max_n, self._symbols, self._kinds)
+        if self.position != start or not check_end or self.engine.running():
+            return batch, False
+        batch = self.reader.poll(max_n, self._symbols, self._kinds)  # published as it stopped
+        if self.position != start:
+            return batch, False
         state = self.engine.state()
         if state in ("dead", "failed"):
             why = (f"died (its supervisor, pid {int(self.engine.segs.info['supervisor_pid'])}, "
                    f"is gone)" if state == "dead" else "failed (its supervisor said why)")
             raise EngineDied(f"engine {self.engine.name!r} {why} without draining: its stream "
                              f"ends at position {self.position:,}")
-
-    def _check_open(self):
-        if self.engine.closed:
-            raise ValueError(f"engine {self.engine.name!r} is closed: attach again and "
-                             "subscribe to follow its stream")
+        return batch, True
 
     def __iter__(self):
         while True:
-            self._check_open()
             start = self.position
-            batch = self._read()
+            batch, ended = self._next(4096, True)
+            if ended:
+                return
             if self.position == start:
-                if not self.engine.running():
-                    batch = self._read()  # what it published as it stopped
-                    if self.position != start:
-                        yield from batch
-                        continue
-                    self._raise_if_died()
-                    return
-                self.engine._idle()
-                continue
+                self.engine._idle()  # nothing new (records looked at and left are news)
             yield from batch
 
 

@@ -130,7 +130,6 @@ def load(path=None, overrides=None):
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     _source_settings(values)
-    _journal_venues(values)
     known = _field_types()
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -159,37 +158,33 @@ def _hint_key(key, known):
 
 
 def _source_settings(values):
-    """Refuse settings the run's source would ignore: asked for, they were meant."""
+    """Refuse settings the run's source would ignore (asked for, they were meant), and
+    give a replay the venues its journal was written with: fewer would drop the
+    events of the others."""
+    from . import sources
     source = values.get("source")
-    if not isinstance(source, str) or source in ("", "synthetic"):
+    if not isinstance(source, str):
+        return  # (_coerce says what is wrong with it)
+    kind, arg = sources.parse(source)
+    if kind == L.SRC_SYNTHETIC:
         return
     if values.get("rate"):
         raise ConfigError("rate paces the synthetic market: a file or a journal is paced with "
                           "speed, a multicast link by its publisher")
-    named_by = ("the ITCH file" if source.startswith("itch:") else
-                "the journal" if source.startswith("journal:") else
-                "the publisher" if "symbols=publisher" in source else None)
+    named_by = {L.SRC_ITCH: "the ITCH file", L.SRC_JOURNAL: "the journal"}.get(kind)
+    if kind == L.SRC_UDP and arg.get("symbols") == "publisher":
+        named_by = "the publisher"
     if "symbols" in values and named_by:
         raise ConfigError(f"the symbols come from {named_by}: leave symbols out")
-    if "venues" in values and source.startswith("itch:"):
+    if "venues" in values and kind == L.SRC_ITCH:
         raise ConfigError("an ITCH file is one venue's feed: leave venues out")
-
-
-def _journal_venues(values):
-    """A replay takes the venues its journal was written with, unless told otherwise;
-    fewer would drop the events of the others."""
-    source = values.get("source")
-    if not isinstance(source, str) or not source.startswith("journal:"):
-        return
-    from .sources import journal_stream
-    path = source[len("journal:"):]
-    stream = journal_stream(path)
+    stream = sources.journal_stream(arg) if kind == L.SRC_JOURNAL else None
     if stream is None:
         return
     venues = stream["venues"]
     asked = values.setdefault("venues", venues)
     if type(asked) is int and asked < venues:
-        raise ConfigError(f"journal {path} holds events of {venues} venues: venues = {asked} "
+        raise ConfigError(f"journal {arg} holds events of {venues} venues: venues = {asked} "
                           f"would drop those of venues {asked}..{venues - 1} (leave venues "
                           f"out to take the journal's)")
 

@@ -124,6 +124,7 @@ def journal_failed(path, records, exc):
 def open_outputs(cfg, names):
     journal = publisher = server = None
     journal_state = L.JOURNAL_ON if cfg.journal else L.JOURNAL_OFF
+    stream = {"venues": cfg.venues, "symbols": len(names)}  # what a replay or subscriber sizes by
     if cfg.journal:
         from .journal import JournalWriter
         try:
@@ -131,8 +132,7 @@ def open_outputs(cfg, names):
             # whole or not at all: a replay reads them to size its engine
             write_atomically(os.path.join(cfg.journal, NAMES_FILE),
                              lambda fh: fh.write("".join(f"{n}\n" for n in names).encode()))
-            save_json(os.path.join(cfg.journal, STREAM_FILE),
-                      {"venues": cfg.venues, "symbols": len(names)})
+            save_json(os.path.join(cfg.journal, STREAM_FILE), stream)
             journal = JournalWriter(cfg.journal, session=cfg.name[:10])
         except OSError as exc:
             journal_failed(cfg.journal, 0, exc)
@@ -146,9 +146,7 @@ def open_outputs(cfg, names):
         server = RetransmitServer(Recall(publisher, journal, cfg.journal),
                                   session=publisher.session,
                                   host=opts.get("interface") or "0.0.0.0",
-                                  port=int(opts.get("retransmit", opts["port"] + 1)),
-                                  names=names,
-                                  stream={"venues": cfg.venues, "symbols": len(names)})
+                                  port=opts["retransmit"], names=names, stream=stream)
     return Outputs(journal, publisher, server, journal_state)
 
 
@@ -170,10 +168,10 @@ def publish_options(url):
         raise ConfigError(f"publish {url!r}: history must be a power of two, got {history}")
     if int(opts.get("ttl", 1)) > 255:
         raise ConfigError(f"publish {url!r}: ttl must be at most 255")
-    retransmit = int(opts.get("retransmit", opts["port"] + 1))
-    if not 1 <= retransmit <= 65535:
+    opts["retransmit"] = int(opts.get("retransmit", opts["port"] + 1))
+    if not 1 <= opts["retransmit"] <= 65535:
         raise ConfigError(f"publish {url!r}: the retransmission port must be 1..65535 (by "
-                          f"default the group's port + 1), got {retransmit}")
+                          f"default the group's port + 1), got {opts['retransmit']}")
     return opts
 
 
